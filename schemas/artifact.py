@@ -1,0 +1,111 @@
+"""Metadata carried by every exported model artifact (ONNX, TensorRT plan, checkpoint).
+
+The scanner never assumes preprocessing by convention: it reads input size, layout, normalisation,
+crop margin and decision threshold from here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import AcfdError
+
+# Preprocessing of the paper (DESIGN.md §3): 299x299 Xception input, face box enlarged 1.3x,
+# Inception-style normalisation used by timm's legacy_xception.
+DEFAULT_INPUT_SIZE = 299
+DEFAULT_CROP_MARGIN = 1.3
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+R_MINUS = 0.1
+R_PLUS = 18.0
+
+# Key under which the metadata is stored (ONNX metadata_props, engine header, checkpoint sidecar).
+META_KEY = "acfd.meta"
+SCHEMA_VERSION = 1
+
+
+class ArtifactError(AcfdError, ValueError):
+    """A model artifact is missing, corrupt, of the wrong kind or lacks valid metadata."""
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    """Everything needed to feed a model and read its outputs; stored inside each artifact."""
+
+    input_size: int = DEFAULT_INPUT_SIZE
+    # Model input is a batch of RGB uint8 crops, NHWC; normalisation happens inside the graph.
+    input_layout: str = "NHWC-uint8-RGB"
+    mean: tuple[float, float, float] = DEFAULT_MEAN
+    std: tuple[float, float, float] = DEFAULT_STD
+    crop_margin: float = DEFAULT_CROP_MARGIN
+    r_minus: float = R_MINUS
+    r_plus: float = R_PLUS
+    # Decision rule of the paper: fake if distance > threshold, by default (r- + r+) / 2.
+    threshold: float = (R_MINUS + R_PLUS) / 2
+    # "distance": L2 norm of the embedding (metric-loss presets); "probability": P(fake) from a
+    # cross-entropy head (r_minus=0, r_plus=1, threshold=0.5).
+    score: str = "distance"
+    # Side of the attention map output (0: the model has no attention layer, no such output).
+    attention_size: int = 19
+    preset: str = "paper"
+    config_hash: str = ""
+    model_id: str = ""
+    precision: str = "fp32"
+    project_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.input_size < 32:
+            raise ArtifactError(f"input_size {self.input_size} is too small")
+        if self.input_layout != "NHWC-uint8-RGB":
+            raise ArtifactError(f"unsupported input layout {self.input_layout!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            raise ArtifactError("mean/std must have 3 entries and std must be positive")
+        if self.crop_margin < 1.0:
+            raise ArtifactError(f"crop_margin {self.crop_margin} must be >= 1")
+        if not self.r_minus < self.threshold < self.r_plus:
+            raise ArtifactError(f"threshold {self.threshold} must lie between r- and r+")
+        if self.score not in ("distance", "probability"):
+            raise ArtifactError(f"unknown score kind {self.score!r}")
+        if self.schema_version > SCHEMA_VERSION:
+            raise ArtifactError(
+                f"artifact metadata version {self.schema_version} is newer than this acfd understands "
+                f"({SCHEMA_VERSION}); upgrade acfd"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArtifactMeta:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ArtifactError(f"unknown metadata fields {sorted(unknown)}")
+        kw = dict(d)
+        for k in ("mean", "std"):
+            if k in kw:
+                kw[k] = tuple(float(v) for v in kw[k])
+        try:
+            return cls(**kw)
+        except TypeError as e:  # wrong types inside a corrupt header
+            raise ArtifactError(f"invalid artifact metadata: {e}") from e
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> ArtifactMeta:
+        try:
+            d = json.loads(s)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ArtifactError(f"artifact metadata is not valid JSON: {e}") from e
+        if not isinstance(d, dict):
+            raise ArtifactError("artifact metadata must be a JSON object")
+        return cls.from_dict(d)

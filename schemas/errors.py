@@ -1,0 +1,7 @@
+"""Domain errors. Libraries raise these; each CLI turns them into one clear line, once."""
+
+from __future__ import annotations
+
+
+class AcfdError(Exception):
+    """Base class of every error a user can cause and fix (bad input, bad model file, bad config)."""

@@ -1,0 +1,1 @@
+"""Training stack: data (FF++ reader, synthesis, crop cache), the paper's model and losses, fit, evaluate, export."""
