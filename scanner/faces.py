@@ -126,8 +126,10 @@ def _check_rgb(frame: np.ndarray) -> None:
 class FaceDetector:
     """BlazeFace via MediaPipe Tasks (IMAGE mode).
 
-    Construction loads the model (a few ms); reuse one detector for many frames. A detector is not
-    safe to call from several threads at once: give each thread (or process) its own.
+    Construction loads the model and warms it up (tens of ms); reuse one detector for many frames.
+    A detector is not safe to call from several threads at once: give each thread (or process) its
+    own. While a detector is being constructed or closed, the process's native stderr (fd 2) is
+    captured for those milliseconds, to keep LiteRT's log lines off the terminal.
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class FaceDetector:
             except Exception as e:  # MediaPipe raises RuntimeError/ValueError with long messages
                 err = e
         if err is not None:
+            self.close()
             detail = " | ".join("".join(log).strip().splitlines()[-3:])
             raise FaceDetectorError(
                 f"could not create the {model}-range face detector: {err} [{detail}]"

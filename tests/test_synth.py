@@ -1,0 +1,153 @@
+"""`acfd-train synth`: FF++ layout, lossless c0, compression levels, self-blended fakes and their masks."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from acfd.scanner.faces import Face
+from acfd.train.cli import main
+from acfd.train.ffpp import write_video
+from acfd.train.synth import SynthConfig, SynthError, blend_mask, sample_blend, self_blend, synthesize
+from click.testing import CliRunner
+
+from tests.data_helpers import FRAMES, SIZE, VIDEOS, frames_of, synth_root
+from tests.media import astronaut, moving_face_frames, no_face_image
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return synth_root(tmp_path_factory)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    return 10 * np.log10(255.0**2 / max(mse, 1e-9))
+
+
+def test_layout_and_splits(root):
+    reals = root / "original_sequences" / "youtube"
+    fakes = root / "manipulated_sequences" / "SelfBlended"
+    for level in ("c0", "c23", "c40"):
+        assert sorted(p.stem for p in (reals / level / "videos").iterdir()) == [
+            f"{i:03d}" for i in range(VIDEOS)
+        ]
+        assert len(list((fakes / level / "videos").glob("*.mp4"))) == VIDEOS
+    assert len(list((fakes / "masks" / "videos").glob("*.mp4"))) == VIDEOS
+    pairs = {s: json.loads((root / "splits" / f"{s}.json").read_text()) for s in ("train", "val", "test")}
+    assert {s: len(p) for s, p in pairs.items()} == {"train": 1, "val": 1, "test": 1}
+    ids = sorted(i for p in pairs.values() for pair in p for i in pair)
+    assert ids == [f"{i:03d}" for i in range(VIDEOS)]
+    # Every pair [T, S] has its two fakes T_S and S_T.
+    for p in pairs.values():
+        t, s = p[0]
+        assert (fakes / "c23" / "videos" / f"{t}_{s}.mp4").is_file()
+        assert (fakes / "c23" / "videos" / f"{s}_{t}.mp4").is_file()
+
+
+def test_frames_sizes_and_levels(root):
+    base = root / "original_sequences" / "youtube"
+    c0, c23, c40 = (frames_of(base / lv / "videos" / "002.mp4") for lv in ("c0", "c23", "c40"))
+    assert len(c0) == len(c23) == len(c40) == FRAMES
+    assert c0[0].shape == (SIZE, SIZE, 3)
+    # Same frames, more loss at c40 than at c23 (c0 is the lossless reference).
+    p23 = np.mean([_psnr(a, b) for a, b in zip(c0, c23, strict=True)])
+    p40 = np.mean([_psnr(a, b) for a, b in zip(c0, c40, strict=True)])
+    assert 20 < p40 < p23, (p23, p40)
+    # Natural motion: consecutive frames differ, but only a little.
+    d = np.abs(c0[0].astype(int) - c0[1]).mean()
+    assert 0.5 < d < 40
+
+
+def test_c0_is_lossless(tmp_path):
+    frames = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(3)]
+    p = write_video(tmp_path / "x.mp4", frames, "c0")
+    assert all(np.array_equal(a, b) for a, b in zip(frames, frames_of(p), strict=True))
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically, no leftovers
+
+
+def test_reals_differ_between_videos(root):
+    base = root / "original_sequences" / "youtube" / "c0" / "videos"
+    a, b = frames_of(base / "000.mp4")[0], frames_of(base / "001.mp4")[0]
+    assert np.abs(a.astype(int) - b).mean() > 10
+
+
+def test_fake_is_real_blended_inside_mask(root):
+    split = json.loads((root / "splits" / "train.json").read_text())
+    t, s = split[0]
+    real = frames_of(root / "original_sequences/youtube/c0/videos" / f"{t}.mp4")
+    fake = frames_of(root / "manipulated_sequences/SelfBlended/c0/videos" / f"{t}_{s}.mp4")
+    mask = frames_of(root / "manipulated_sequences/SelfBlended/masks/videos" / f"{t}_{s}.mp4")
+    assert len(fake) == len(mask) == len(real)
+    for r, f, m in zip(real, fake, mask, strict=True):
+        g = m[..., 0]
+        inside, outside = g > 200, g == 0
+        assert 0.03 < inside.mean() < 0.5  # a face-sized region
+        diff = np.abs(f.astype(int) - r).mean(axis=2)
+        assert diff[outside].mean() < 0.5  # untouched outside the blend region
+        assert diff[inside].mean() > 4  # visibly altered inside it
+
+
+def test_same_seed_same_data_other_seed_other_data(tmp_path, root):
+    cfg = SynthConfig(out=tmp_path / "a", videos=2, frames=3, size=SIZE, seed=0)
+    synthesize(cfg)
+    again = frames_of(tmp_path / "a/original_sequences/youtube/c0/videos/000.mp4")
+    first = frames_of(root / "original_sequences/youtube/c0/videos/000.mp4")[:3]  # seed 0, video 0
+    assert all(np.array_equal(a, b) for a, b in zip(again, first, strict=True))
+    synthesize(SynthConfig(out=tmp_path / "b", videos=2, frames=3, size=SIZE, seed=1))
+    other = frames_of(tmp_path / "b/original_sequences/youtube/c0/videos/000.mp4")
+    assert np.abs(other[0].astype(int) - first[0]).mean() > 5
+
+
+def test_blend_mask_on_face():
+    face = Face(40.0, 30.0, 90.0, 85.0, 0.9, ((55, 50), (75, 50), (65, 60), (65, 72), (42, 55), (88, 55)))
+    p = sample_blend(np.random.default_rng(3))
+    m = blend_mask(face, (128, 128), p)
+    assert m.dtype == np.float32 and m.shape == (128, 128)
+    assert m.max() == pytest.approx(1.0) and m.min() >= 0
+    assert m[60, 65] > 0.9  # nose
+    assert m[5, 5] == 0 and m[120, 120] == 0 and m[60, 5] == 0
+    img = cv2.resize(astronaut(), (128, 128))
+    fake, region = self_blend(img, face, p)
+    assert np.array_equal(region, m)
+    assert np.abs(fake.astype(int) - img)[region == 0].max() <= 1
+
+
+def test_sources_photo_and_video(tmp_path):
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
+    clip = write_video_for_test(tmp_path / "clip.mp4")
+    s = synthesize(SynthConfig(out=tmp_path / "o", videos=2, frames=4, size=96, sources=(photo, clip)))
+    assert (s.reals, s.fakes) == (2, 2)
+    v1 = frames_of(tmp_path / "o/original_sequences/youtube/c0/videos/001.mp4")
+    assert len(v1) == 4 and v1[0].shape == (96, 96, 3)
+    meta = json.loads((tmp_path / "o/synth.json").read_text())
+    assert meta["videos"]["000"]["source"].endswith("face.png")
+    assert meta["videos"]["001"]["source"].endswith("clip.mp4")
+
+
+def write_video_for_test(path):
+    from tests.media import write_video as w
+
+    return w(path, moving_face_frames(6, (180, 320)), crf=18)
+
+
+def test_source_without_face_is_a_clear_error(tmp_path):
+    photo = tmp_path / "coffee.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(no_face_image(), cv2.COLOR_RGB2BGR))
+    with pytest.raises(SynthError, match="no face"):
+        synthesize(SynthConfig(out=tmp_path / "o", videos=2, frames=2, size=96, sources=(photo,)))
+
+
+def test_cli_synth_and_option_errors(tmp_path):
+    r = CliRunner().invoke(
+        main, ["synth", str(tmp_path / "o"), "--videos", "2", "--frames", "2", "--size", "96"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "2 real + 2 self-blended videos" in r.output
+    assert len(frames_of(tmp_path / "o/manipulated_sequences/SelfBlended/c40/videos/000_001.mp4")) == 2
+    bad = CliRunner().invoke(main, ["synth", str(tmp_path / "p"), "--videos", "3"])
+    assert bad.exit_code == 1
+    assert "even" in bad.output and "Traceback" not in bad.output

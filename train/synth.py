@@ -1,0 +1,362 @@
+"""`acfd-train synth`: an FF++-shaped dataset of real face footage and self-blended forgeries.
+
+Reals are the given videos or photos (by default scikit-image's astronaut photo), framed around the
+face; photos are animated with small natural motion (drift, sway, breathing-like zoom, sensor noise),
+with different motion, framing and colour per video.
+
+Fakes are self-blended images (SBI; Shiohara & Yamasaki, CVPR 2022) made consistent over a video:
+a colour-, scale- and position-jittered copy of each frame is blended back into the frame inside a
+mask built from the face's landmark hull (BlazeFace keypoints and box), deformed by a smooth elastic
+field and with a blurred boundary. The blend region is written as the mask video. Every video is
+written at c0 (lossless), c23 and c40 from the same frames, as FaceForensics++ did.
+
+Method folder: ``manipulated_sequences/SelfBlended``. Split files go to ``OUT/splits``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from acfd.scanner.faces import Face, FaceDetector, crop, crop_box, largest_face
+from acfd.schemas.errors import AcfdError
+
+from .ffpp import SPLITS, SYNTH_METHOD, iter_frames, split_counts, write_video
+
+LEVELS: tuple[str, ...] = ("c0", "c23", "c40")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class SynthError(AcfdError):
+    """A synth option or source is unusable."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Options of ``acfd-train synth`` (validated on construction)."""
+
+    out: Path
+    videos: int = 8  # real videos; as many fakes (pairs T_S and S_T)
+    frames: int = 16
+    seed: int = 0
+    sources: tuple[Path, ...] = ()  # photos or videos with a face; empty: the astronaut photo
+    size: int = 256  # frame side in pixels (square)
+    fps: int = 25
+    detector: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.videos < 2 or self.videos % 2:
+            raise SynthError(f"--videos must be an even number >= 2 (FF++ pairs), got {self.videos}")
+        if self.videos > 1000:
+            raise SynthError("--videos must be at most 1000 (three-digit FF++ ids)")
+        if self.frames < 1:
+            raise SynthError(f"--frames must be >= 1, got {self.frames}")
+        if self.size < 64 or self.size % 2:
+            raise SynthError(f"frame size must be an even number >= 64, got {self.size}")
+        if self.detector not in ("short", "full"):
+            raise SynthError(f"detector must be 'short' or 'full', got {self.detector!r}")
+        for s in self.sources:
+            if not Path(s).is_file():
+                raise SynthError(f"source not found: {s}")
+
+
+@dataclass
+class SynthSummary:
+    out: Path
+    reals: int = 0
+    fakes: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    splits: dict[str, int] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reals
+
+
+def _default_source() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
+
+
+def _read_image(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SynthError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _main_face(det: FaceDetector, img: np.ndarray, what: str) -> Face:
+    face = largest_face(det.detect(img))
+    if face is None:
+        raise SynthError(f"no face found in {what}")
+    return face
+
+
+def _animate_photo(
+    img: np.ndarray, face: Face, n: int, size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """``n`` frames of a photo seen by a slowly moving camera, face ~1/3 of the frame."""
+    fw = max(face.width, face.height)
+    cx, cy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
+    base = rng.uniform(0.28, 0.40) * size / fw  # face width as a fraction of the frame
+    centre = np.array([size * (0.5 + rng.uniform(-0.06, 0.06)), size * (0.47 + rng.uniform(-0.05, 0.05))])
+    flip = rng.random() < 0.5
+    gains = rng.uniform(0.88, 1.12, 3)
+    gamma = rng.uniform(0.85, 1.15)
+    noise = rng.uniform(1.0, 3.0)
+    # Smooth motion: a damped random walk for position and roll, a slow sinusoid for zoom.
+    pos, vel, ang, avel = np.zeros(2), rng.normal(0, 0.6, 2), rng.uniform(-3, 3), rng.normal(0, 0.3)
+    z_amp, z_freq, z_phase = rng.uniform(0.01, 0.04), rng.uniform(0.03, 0.12), rng.uniform(0, 2 * np.pi)
+    lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma, 0, 255)
+    src = img[:, ::-1] if flip else img
+    if flip:
+        cx = img.shape[1] - 1 - cx
+    frames = []
+    for t in range(n):
+        vel = 0.85 * vel + rng.normal(0, 0.5, 2)
+        pos = np.clip(pos + vel, -0.05 * size, 0.05 * size)
+        avel = 0.85 * avel + rng.normal(0, 0.15)
+        ang = float(np.clip(ang + avel, -5, 5))
+        scale = base * (1 + z_amp * np.sin(z_freq * 2 * np.pi * t + z_phase))
+        m = cv2.getRotationMatrix2D((cx, cy), ang, scale)
+        m[:, 2] += centre + pos - np.array([cx, cy])
+        frame = cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        f = lut[frame] * gains + rng.normal(0, noise, frame.shape)
+        frames.append(np.clip(f + 0.5, 0, 255).astype(np.uint8))
+    return frames
+
+
+def _frame_video(path: Path, det: FaceDetector, n: int, size: int) -> list[np.ndarray]:
+    """The first ``n`` frames of a video, framed on the face found in its first frames (fixed box)."""
+    raw = []
+    for _, fr in iter_frames(path):
+        raw.append(fr)
+        if len(raw) >= n:
+            break
+    if not raw:
+        raise SynthError(f"no frames decoded from {path}")
+    face = None
+    for fr in raw[: min(len(raw), 10)]:
+        face = largest_face(det.detect(fr))
+        if face is not None:
+            break
+    if face is None:
+        raise SynthError(f"no face found in the first frames of {path}")
+    box = crop_box(face, margin=3.0)  # face ~1/3 of the frame, as the animated photos
+    return [crop(fr, box, size) for fr in raw]
+
+
+# --------------------------------------------------------------------------------------------------
+# Self-blended fakes
+
+
+@dataclass(frozen=True)
+class BlendParams:
+    """Per-video SBI parameters, so the forgery is consistent over time."""
+
+    shift: tuple[float, float, float]  # RGB offsets added to the source copy
+    contrast: float
+    scale: float  # source copy scale about the face centre
+    dx: float  # source copy translation, in face widths
+    dy: float
+    sharpen: float  # >0 sharpen, <0 blur the source copy (frequency mismatch)
+    hull_scale: float
+    elastic: np.ndarray  # (g, g, 2) coarse displacement field in face widths
+    blur1: float  # boundary blur sigmas in face widths
+    blur2: float
+    ratio: float  # blend ratio (mask maximum)
+
+
+def sample_blend(rng: np.random.Generator) -> BlendParams:
+    """Random SBI parameters; every forgery differs from its source in colour and in geometry."""
+    shift = rng.uniform(8, 22, 3) * rng.choice([-1, 1], 3)
+    scale = 1 + rng.choice([-1, 1]) * rng.uniform(0.02, 0.06)
+    g = 5
+    field = cv2.GaussianBlur(rng.normal(0, 1, (g, g, 2)).astype(np.float32), (3, 3), 0.8)
+    field *= rng.uniform(0.04, 0.09) / max(1e-6, float(np.abs(field).max()))
+    return BlendParams(
+        shift=tuple(float(s) for s in shift),
+        contrast=float(rng.uniform(0.9, 1.1)),
+        scale=float(scale),
+        dx=float(rng.uniform(-0.04, 0.04)),
+        dy=float(rng.uniform(-0.04, 0.04)),
+        sharpen=float(rng.choice([-1.0, 0.0, 1.0]) * rng.uniform(0.3, 0.8)),
+        hull_scale=float(rng.uniform(0.92, 1.08)),
+        elastic=field,
+        blur1=float(rng.uniform(0.03, 0.07)),
+        blur2=float(rng.uniform(0.03, 0.07)),
+        ratio=float(rng.choice([0.5, 0.75, 1.0, 1.0])),
+    )
+
+
+def hull_points(face: Face) -> np.ndarray:
+    """Landmark hull of a BlazeFace face: its six keypoints plus brow, jaw and chin points from the box."""
+    w, h = face.width, face.height
+    cx = (face.x0 + face.x1) / 2
+    extra = [
+        (face.x0 + 0.12 * w, face.y0 + 0.12 * h),  # brows
+        (face.x1 - 0.12 * w, face.y0 + 0.12 * h),
+        (face.x0 + 0.10 * w, face.y0 + 0.60 * h),  # cheeks / jaw
+        (face.x1 - 0.10 * w, face.y0 + 0.60 * h),
+        (face.x0 + 0.25 * w, face.y1 - 0.02 * h),
+        (face.x1 - 0.25 * w, face.y1 - 0.02 * h),
+        (cx, face.y1 + 0.04 * h),  # chin
+    ]
+    return np.array(list(face.keypoints) + extra, np.float32)
+
+
+def blend_mask(face: Face, shape: tuple[int, int], p: BlendParams) -> np.ndarray:
+    """Soft blend mask in [0, 1] (HxW float32): deformed landmark hull with a blurred boundary, max 1."""
+    h, w = shape
+    fw = max(face.width, face.height, 1.0)
+    pts = hull_points(face)
+    centre = pts.mean(axis=0)
+    pts = centre + (pts - centre) * p.hull_scale
+    hull = cv2.convexHull(pts.astype(np.float32))
+    mask = np.zeros((h, w), np.float32)
+    cv2.fillConvexPoly(mask, np.round(hull).astype(np.int32), 1.0, lineType=cv2.LINE_AA)
+    # Elastic deformation: the coarse field, spread over 3 face widths around the face, warps the hull.
+    g = p.elastic.shape[0]
+    k = 3.0 * fw / (g - 1)
+    m = np.array([[k, 0, centre[0] - 1.5 * fw], [0, k, centre[1] - 1.5 * fw]], np.float32)
+    disp = [
+        cv2.warpAffine(
+            p.elastic[..., c] * fw, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT
+        )
+        for c in range(2)
+    ]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    mask = cv2.remap(mask, xs + disp[0], ys + disp[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    # SBI's two-stage blur: blur, keep only the fully-inside part, blur again, normalise.
+    mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, p.blur1 * fw))
+    mask[mask < 0.99] = 0
+    mask = cv2.GaussianBlur(mask, (0, 0), max(0.5, p.blur2 * fw))
+    peak = float(mask.max())
+    return mask / peak if peak > 0 else mask
+
+
+def self_blend(frame: np.ndarray, face: Face, p: BlendParams) -> tuple[np.ndarray, np.ndarray]:
+    """One SBI forgery: ``(fake frame uint8, blend region in [0, 1])``."""
+    src = frame.astype(np.float32)
+    mean = src.mean(axis=(0, 1))
+    src = (src - mean) * p.contrast + mean + np.array(p.shift, np.float32)
+    if p.sharpen:
+        blurred = cv2.GaussianBlur(src, (0, 0), 1.2)
+        src = (
+            src + p.sharpen * (src - blurred)
+            if p.sharpen > 0
+            else (1 + p.sharpen) * src - p.sharpen * blurred
+        )
+    fw = max(face.width, face.height, 1.0)
+    cx, cy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
+    m = cv2.getRotationMatrix2D((cx, cy), 0.0, p.scale)
+    m[:, 2] += (p.dx * fw, p.dy * fw)
+    src = cv2.warpAffine(src, m, frame.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    region = blend_mask(face, frame.shape[:2], p)
+    alpha = (region * p.ratio)[..., None]
+    fake = alpha * np.clip(src, 0, 255) + (1 - alpha) * frame.astype(np.float32)
+    return np.clip(fake + 0.5, 0, 255).astype(np.uint8), region
+
+
+def _track(det: FaceDetector, frames: Sequence[np.ndarray], what: str) -> list[Face]:
+    """The main face of every frame; a frame where the detector misses takes its nearest neighbour's."""
+    faces = [largest_face(det.detect(f)) for f in frames]
+    known = [i for i, f in enumerate(faces) if f is not None]
+    if not known:
+        raise SynthError(f"no face found in any frame of {what}")
+    return [faces[i] or faces[min(known, key=lambda k: abs(k - i))] for i in range(len(faces))]  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _pairs_and_splits(n: int, rng: np.random.Generator) -> dict[str, list[list[str]]]:
+    pairs = [[f"{2 * k:03d}", f"{2 * k + 1:03d}"] for k in range(n // 2)]
+    order = rng.permutation(len(pairs))
+    n_train, n_val, _ = split_counts(len(pairs))
+    out: dict[str, list[list[str]]] = {s: [] for s in SPLITS}
+    for rank, k in enumerate(order):
+        s = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+        out[s].append(pairs[k])
+    return out
+
+
+def synthesize(cfg: SynthConfig) -> SynthSummary:
+    """Write the dataset to ``cfg.out``; returns counts. Same config and seed -> same frames."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    real_dir = out / "original_sequences" / "youtube"
+    fake_dir = out / "manipulated_sequences" / SYNTH_METHOD
+    summary = SynthSummary(out=out)
+    manifest: dict[str, object] = {
+        "config": {**asdict(cfg), "out": str(out), "sources": [str(s) for s in cfg.sources]}
+    }
+    videos_meta: dict[str, object] = {}
+    root_rng = np.random.default_rng(cfg.seed)
+    splits = _pairs_and_splits(cfg.videos, root_rng)
+    partner = {a: b for pair in sum(splits.values(), []) for a, b in (pair, pair[::-1])}
+
+    with FaceDetector(cfg.detector) as det:  # type: ignore[arg-type]
+        photo_faces: dict[int, tuple[np.ndarray, Face] | None] = {}
+        for i in range(cfg.videos):
+            vid = f"{i:03d}"
+            rng = np.random.default_rng([cfg.seed, i])
+            if cfg.sources:
+                k = i % len(cfg.sources)
+                src = Path(cfg.sources[k])
+                if src.suffix.lower() in IMAGE_SUFFIXES:
+                    if k not in photo_faces:
+                        img = _read_image(src)
+                        photo_faces[k] = (img, _main_face(det, img, str(src)))
+                    img, face = photo_faces[k]  # type: ignore[misc]
+                    frames = _animate_photo(img, face, cfg.frames, cfg.size, rng)
+                else:
+                    frames = _frame_video(src, det, cfg.frames, cfg.size)
+                source_name = str(src)
+            else:
+                if -1 not in photo_faces:
+                    img = _default_source()
+                    photo_faces[-1] = (img, _main_face(det, img, "the astronaut photo"))
+                img, face = photo_faces[-1]  # type: ignore[misc]
+                frames = _animate_photo(img, face, cfg.frames, cfg.size, rng)
+                source_name = "skimage.data.astronaut"
+            for level in LEVELS:
+                write_video(real_dir / level / "videos" / f"{vid}.mp4", frames, level, cfg.fps)
+            summary.reals += 1
+            summary.frames += len(frames)
+
+            # The fake TTT_SSS: target TTT self-blended (SBI needs no second identity; SSS names the pair).
+            faces = _track(det, frames, f"video {vid} ({source_name})")
+            params = sample_blend(np.random.default_rng([cfg.seed, i, 1]))
+            fakes, masks = [], []
+            for frame, face in zip(frames, faces, strict=True):
+                fake, region = self_blend(frame, face, params)
+                fakes.append(fake)
+                masks.append(np.repeat(np.round(region * 255).astype(np.uint8)[..., None], 3, axis=2))
+            name = f"{vid}_{partner[vid]}"
+            for level in LEVELS:
+                write_video(fake_dir / level / "videos" / f"{name}.mp4", fakes, level, cfg.fps)
+            write_video(fake_dir / "masks" / "videos" / f"{name}.mp4", masks, "mask", cfg.fps)
+            summary.fakes += 1
+            summary.frames += len(fakes)
+            p = asdict(params)
+            p["elastic"] = np.round(params.elastic, 4).tolist()
+            videos_meta[vid] = {"source": source_name, "frames": len(frames), "fake": name, "blend": p}
+
+    split_dir = out / "splits"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    for s, pairs in splits.items():
+        (split_dir / f"{s}.json").write_text(json.dumps(pairs), encoding="utf-8")
+        summary.splits[s] = len(pairs)
+    manifest["videos"] = videos_meta
+    manifest["method"] = SYNTH_METHOD
+    (out / "synth.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    summary.seconds = time.perf_counter() - t0
+    return summary
