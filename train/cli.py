@@ -67,6 +67,79 @@ def prepare(
         click.echo(line)
 
 
+# -- training and evaluation (acfd.train.fit / evaluate; owner: model engineer) -------------------
+@main.command()
+@click.option("--data", "caches", multiple=True, required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Crop cache from `prepare` (repeat for the two-pair-level preset: one cache per HQ level).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@click.option("--preset", default=None, help="Table 3 row preset (default: paper); see docs/training.md.")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping may end sooner).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimisation steps.")
+@click.option("--batch-size", type=int, default=None, help="Batch size (paper: 32).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-4).")
+@click.option("--image-size", type=int, default=None, help="Model input side (paper: 299).")
+@click.option("--patience", type=int, default=None, help="Validations without improvement before stopping.")
+@click.option("--n-critic", type=int, default=None, help="Critic updates per model update (GAN presets).")
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "fp32"]), default=None, help="CUDA mixed precision.")
+@click.option("--seed", type=int, default=None, help="Random seed (data order, initialisation).")
+@click.option("--precise-bn", type=int, default=None,
+              help="Recompute batch-norm statistics over N training batches before each validation (short runs).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Local legacy_xception weights (ImageNet): .safetensors or .pth (read with weights_only).")
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def fit(
+    caches: tuple[Path, ...], out: Path, preset: str | None, epochs: int | None, max_steps: int | None,
+    batch_size: int | None, lr: float | None, image_size: int | None, patience: int | None,
+    n_critic: int | None, amp: str | None, seed: int | None, precise_bn: int | None, device: str,
+    resume: bool, backbone_weights: Path | None, workers: int, quiet: bool,
+) -> None:  # fmt: skip
+    """Train the paper's model (or a Table 3 ablation) on a crop cache; best weights go to OUT."""
+    from acfd.train.config import resolve_config
+    from acfd.train.fit import FitOptions, resume_config
+    from acfd.train.fit import fit as run_fit
+
+    changes = dict(batch_size=batch_size, lr=lr, image_size=image_size, patience=patience,
+                   n_critic=n_critic, amp=amp, seed=seed, precise_bn=precise_bn)  # fmt: skip
+    if resume:
+        cfg = resume_config(out, preset=preset, epochs=epochs, max_steps=max_steps, **changes)
+    else:
+        cfg = resolve_config(preset or "paper", epochs=epochs, max_steps=max_steps, **changes)
+    opts = FitOptions(out=out, data=caches, device=device, resume=resume, backbone_weights=backbone_weights,
+                      workers=workers, progress=not quiet)  # fmt: skip
+    r = run_fit(cfg, opts)
+    best = f"{r.best_val_loss:.4g}" if r.best_val_loss is not None else "n/a (no validation split)"
+    click.echo(f"{cfg.preset}: {r.steps} steps, {r.epochs_done} epochs, best validation loss {best}"
+               f"{', stopped early' if r.stopped_early else ''}; weights in {out}/model.safetensors")
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Training run directory.")
+@click.option("--data", "caches", multiple=True, required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path), help="Crop cache (repeatable).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workers", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
+def evaluate(
+    run_dir: Path, caches: tuple[Path, ...], split: str, batch_size: int, device: str, workers: int, as_json: bool
+) -> None:
+    """ACC, AUC, TAR@0.1%, TAR@0.01% and PBCA of the LQ branch, per frame and per video (RUN/metrics.json)."""
+    import json
+
+    from acfd.train.evaluate import evaluate as run_evaluate
+    from acfd.train.evaluate import table
+
+    r = run_evaluate(run_dir, list(caches), split=split, batch_size=batch_size, device=device,
+                     workers=workers, progress=not as_json)  # fmt: skip
+    click.echo(json.dumps(r.to_dict(), indent=2, sort_keys=True) if as_json else table(r))
+
+
 # -- engines (acfd.engine; owner: engine engineer) ------------------------------------------------
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, path_type=Path),
@@ -74,7 +147,8 @@ def prepare(
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
 @click.option("--fp16", is_flag=True, help="FP16 graph (I/O stay uint8/float32): what TensorRT builds FP16 engines from.")
 @click.option("--embedding", is_flag=True, help="Also output the embedding (or logits) [N,D].")
-@click.option("--exporter", default="torchscript", show_default=True, type=click.Choice(["torchscript", "dynamo"]))
+@click.option("--exporter", default="auto", show_default=True, type=click.Choice(["auto", "torchscript", "dynamo"]),
+              help="auto: TorchScript for FP32, dynamo (torch.export) for FP16.")
 def export(run_dir: Path, out: Path, fp16: bool, embedding: bool, exporter: str) -> None:
     """Export the LQ branch of a run to ONNX (uint8 NHWC crops in, scores and attention out)."""
     from acfd.engine.export import export_run

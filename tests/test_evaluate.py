@@ -1,0 +1,164 @@
+"""Metrics against hand-computed values; `acfd-train fit` -> `evaluate --json` end to end on a real cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from acfd.train import metrics
+from acfd.train.cli import main
+from acfd.train.config import resolve_config
+from acfd.train.evaluate import evaluate, predict, table
+from acfd.train.fit import batch_inputs
+from acfd.train.losses import mask_to_map
+from acfd.train.model import build_model, save_run
+from click.testing import CliRunner
+from torch.utils.data import DataLoader
+
+from tests.model_helpers import TinyPairs, crop_cache
+
+FIVE = ("acc", "auc", "tar_0.1", "tar_0.01", "pbca")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# -- metrics by hand -------------------------------------------------------------------------------
+def test_auc_by_hand() -> None:
+    assert metrics.auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert metrics.auc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)  # a tie counts half
+    assert metrics.auc([0, 0, 1], [3.0, 1.0, 2.0]) == pytest.approx(0.5)
+    assert np.isnan(metrics.auc([1, 1], [0.1, 0.2]))
+
+
+def test_roc_and_tar_at_far_by_hand() -> None:
+    reals = list(range(10))  # 0..9: FAR resolution 10%
+    fakes = [5.5, 8.5, 9.5, 10.0]
+    y = [0] * 10 + [1] * 4
+    s = reals + fakes
+    fpr, tpr, thr = metrics.roc_curve(y, s)
+    assert fpr[0] == 0 and tpr[0] == 0 and thr[0] == np.inf and fpr[-1] == 1 and tpr[-1] == 1
+    # FAR 10%: threshold 8.5 admits one real (9) and three fakes (8.5, 9.5, 10)
+    assert metrics.tar_at_far(y, s, 0.1) == (pytest.approx(0.75), pytest.approx(8.5))
+    # FAR 1% < 1/10: only FAR 0 qualifies -> above every real: 9.5 and 10
+    assert metrics.tar_at_far(y, s, 0.01) == (pytest.approx(0.5), pytest.approx(9.5))
+    # all fakes tied with the top real: no threshold separates them at FAR 0
+    assert metrics.tar_at_far([0, 1, 1], [1.0, 1.0, 1.0], 0.01)[0] == 0.0
+
+
+def test_accuracy_pbca_and_video_scores_by_hand() -> None:
+    assert metrics.accuracy([0, 1], [9.05, 9.06], 9.05) == 1.0  # fake iff strictly above
+    assert metrics.accuracy([0, 1, 1, 0], [1, 20, 5, 12], 9.05) == 0.5
+    assert metrics.pbca(np.array([[0.6, 0.4], [0.5, 0.9]]), np.array([[1, 1], [0, 1]])) == 0.75
+    names, vy, vs = metrics.video_scores(["b", "a", "a"], np.array([0, 1, 1]), np.array([2.0, 1.0, 3.0]))
+    assert names == ["a", "b"] and vy.tolist() == [1, 0] and vs.tolist() == [2.0, 2.0]
+    with pytest.raises(ValueError, match="both labels"):
+        metrics.video_scores(["a", "a"], np.array([0, 1]), np.array([1.0, 2.0]))
+    out = metrics.summarize(np.array([0, 1]), np.array([1.0, 20.0]), 9.05, (3, 4))
+    assert [out[k] for k in FIVE] == [1.0, 1.0, 1.0, 1.0, 0.75]
+    assert out["far_resolution"] == 1.0
+    # a one-class split has no AUC: NaN in memory, null in JSON
+    one = metrics.summarize(np.array([1, 1]), np.array([1.0, 2.0]), 9.05)
+    assert np.isnan(one["auc"]) and metrics.jsonable(one)["auc"] is None
+
+
+# -- evaluate ---------------------------------------------------------------------------------------
+def test_evaluate_matches_a_direct_computation(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = resolve_config("paper", image_size=32)
+    save_run(tmp_path, build_model(cfg), cfg)
+    ds = TinyPairs(8, 32, seed=4, videos=4)
+    res = evaluate(tmp_path, [], dataset=ds, progress=False, batch_size=5)
+    # recompute: ||C_l|| of the exported branch, PBCA vs the area-averaged mask
+    from acfd.train.model import load_run
+
+    model, _ = load_run(tmp_path)
+    loader = DataLoader(ds, batch_size=8)
+    batch = next(iter(loader))
+    b = batch_inputs(batch, cfg, torch.device("cpu"))
+    with torch.no_grad():
+        c, m = model.lq_branch()(b.x)
+    s = c.norm(dim=1).numpy()
+    y = b.label.numpy()
+    target = mask_to_map(b.mask, m.shape[-1]).numpy()
+    assert res.frame["acc"] == pytest.approx(float(np.mean((s > 9.05) == y)))
+    assert res.frame["auc"] == pytest.approx(metrics.auc(y, s))
+    assert res.frame["pbca"] == pytest.approx(float(np.mean((m.numpy() > 0.5) == (target > 0.5))))
+    assert res.video["n"] == 4 and res.frame["n"] == 8 and res.threshold == pytest.approx(9.05)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["frame"]["auc"] == pytest.approx(res.frame["auc"])
+    assert "TAR0.1%" in table(res) and "video" in table(res)
+    # predict() leaves out fakes whose mask is not ground truth from PBCA
+    ds.items[1]["mask_valid"] = False
+    pred = predict(model.lq_branch(), DataLoader(ds, batch_size=8), cfg, torch.device("cpu"))
+    h = m.shape[-1]
+    assert pred["pixels"][1] == 7 * h * h
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return crop_cache(tmp_path_factory)  # `acfd-train synth` data through `prepare`
+
+
+def test_cli_fit_then_evaluate_json_end_to_end(cache: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    runner = CliRunner()
+    r = runner.invoke(main, ["fit", "--data", str(cache), "--out", str(run), "--image-size", "32",
+                             "--batch-size", "4", "--max-steps", "2", "--quiet", "--seed", "1", "--precise-bn", "1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "paper: 2 steps" in r.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["preset"] == "paper" and cfg["data"]["image_size"] == 32 and cfg["optim"]["max_steps"] == 2
+    assert cfg["optim"]["precise_bn"] == 1
+    r = runner.invoke(main, ["evaluate", "--run", str(run), "--data", str(cache), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["split"] == "test" and out["preset"] == "paper" and out["threshold"] == pytest.approx(9.05)
+    for level in ("frame", "video"):
+        for k in FIVE:
+            v = out[level][k]
+            assert isinstance(v, float) and 0.0 <= v <= 1.0, (level, k, v)
+    assert out["frame"]["n_real"] > 0 and out["frame"]["n_fake"] > 0
+    assert out["video"]["n"] < out["frame"]["n"]
+    assert json.loads((run / "metrics.json").read_text())["frame"] == out["frame"]
+    # the table form, and resume that changes the method: one line, no traceback
+    r = runner.invoke(main, ["evaluate", "--run", str(run), "--data", str(cache)])
+    assert r.exit_code == 0 and "ACC" in r.output and "frame" in r.output
+    r = runner.invoke(main, ["fit", "--data", str(cache), "--out", str(run), "--resume", "--lr", "1"])
+    assert r.exit_code == 1 and "cannot change lr" in r.output and "Traceback" not in r.output
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, cache: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(main, ["evaluate", "--run", str(tmp_path), "--data", str(cache)])
+    assert r.exit_code == 1 and "config.json" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["fit", "--data", str(cache), "--out", str(tmp_path / "r"), "--preset", "nope"])
+    assert r.exit_code == 1 and "unknown preset" in r.output
+
+
+def test_two_caches_for_both_pair_levels(cache: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from acfd.train.fit import check_levels, open_datasets
+
+    c0 = tmp_path / "cache-c0"
+    shutil.copytree(cache, c0)
+    meta = json.loads((c0 / "cache.json").read_text())
+    meta["hq"] = "c0"
+    (c0 / "cache.json").write_text(json.dumps(meta))
+    one = open_datasets([cache], "train", 32, balance=True)
+    both = open_datasets([c0, cache], "train", 32, balance=True)
+    assert one is not None and both is not None and len(both) == 2 * len(one)
+    assert both[0]["hq"].shape == (3, 32, 32)
+    assert check_levels(resolve_config("paper-both"), [c0, cache]) == []
+    assert check_levels(resolve_config("paper"), [cache]) == []
+    assert "HQ c0+c23" in check_levels(resolve_config("paper-both"), [cache])[0]

@@ -1,0 +1,161 @@
+"""The paper's evaluation metrics (§4.1) in numpy: ACC, AUC, TAR at a FAR, PBCA; video aggregation.
+
+Conventions (docs/training.md):
+
+* Label 1 = fake = positive. A higher score means "more fake" (the distance ||C|| or P(fake)).
+* ACC uses the paper's decision rule: fake iff score > threshold (strictly).
+* AUC is the Mann-Whitney statistic with average ranks for ties (= the trapezoidal ROC area).
+* TAR at FAR f: the largest true positive rate over the ROC's operating points (thresholds at the
+  distinct scores, fake iff score >= t) whose false positive rate on reals is <= f. No interpolation
+  between operating points: the reported TAR is one a real threshold achieves. With n reals the
+  smallest non-zero FAR is 1/n; when 1/n > f only FAR = 0 qualifies, i.e. the threshold must exceed
+  every real score - reported together with ``far_resolution`` = 1/n so a reader sees that the
+  test set cannot resolve that FAR.
+* PBCA: attention map > 0.5 vs the ground-truth mask at the map size, per-pixel accuracy pooled over
+  every pixel of every evaluated crop, fakes and reals alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+FARS = (1e-3, 1e-4)  # TAR@0.1% and TAR@0.01% of Table 3
+
+
+def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels).astype(np.int64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"{y.size} labels but {s.size} scores")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("labels must be 0 (real) or 1 (fake)")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores must be finite")
+    return y, s
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), thresholds decreasing; point i predicts fake iff score >= thresholds[i].
+
+    The first point is (0, 0) at threshold +inf. Needs at least one real and one fake.
+    """
+    y, s = _check(labels, scores)
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC needs both reals and fakes")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    # Last index of each run of equal scores: the operating point that admits all tied samples.
+    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    fpr = np.r_[0.0, fp / n_neg]
+    tpr = np.r_[0.0, tp / n_pos]
+    thr = np.r_[np.inf, s[last]]
+    return fpr, tpr, thr
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U / (n_pos n_neg), ties counted half); nan if one class."""
+    y, s = _check(labels, scores)
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(s.size, dtype=np.float64)
+    ss = s[order]
+    # Average ranks (1-based) over runs of ties.
+    starts = np.r_[0, np.nonzero(np.diff(ss))[0] + 1]
+    ends = np.r_[starts[1:], ss.size]
+    avg = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def tar_at_far(labels: np.ndarray, scores: np.ndarray, far: float) -> tuple[float, float]:
+    """(TAR, threshold) at false-accept rate ``far`` (see the module docstring); nan if one class."""
+    y, s = _check(labels, scores)
+    if y.sum() == 0 or (1 - y).sum() == 0:
+        return float("nan"), float("nan")
+    fpr, tpr, thr = roc_curve(y, s)
+    ok = np.nonzero(fpr <= far + 1e-12)[0]
+    best = ok[np.argmax(tpr[ok])]
+    return float(tpr[best]), float(thr[best])
+
+
+def accuracy(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    """Fraction correct under the rule fake iff score > threshold."""
+    y, s = _check(labels, scores)
+    if y.size == 0:
+        return float("nan")
+    return float(np.mean((s > threshold).astype(np.int64) == y))
+
+
+def pbca(maps: np.ndarray, targets: np.ndarray) -> float:
+    """Pixel-wise binary classification accuracy: (map > 0.5) == target over all pixels."""
+    m = np.asarray(maps, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    if m.shape != t.shape:
+        raise ValueError(f"maps {m.shape} and targets {t.shape} differ")
+    if m.size == 0:
+        return float("nan")
+    return float(np.mean((m > 0.5) == (t > 0.5)))
+
+
+def summarize(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    pixel_correct: tuple[int, int] | None = None,
+) -> dict[str, float | int | None]:
+    """ACC, AUC, TAR@0.1%, TAR@0.01% (+ their thresholds) and PBCA from (correct, total) pixel counts."""
+    y, s = _check(labels, scores)
+    n_real = int((1 - y).sum())
+    out: dict[str, float | int | None] = {
+        "n": int(y.size),
+        "n_real": n_real,
+        "n_fake": int(y.sum()),
+        "threshold": float(threshold),
+        "acc": accuracy(y, s, threshold),
+        "auc": auc(y, s),
+    }
+    for far, key in zip(FARS, ("tar_0.1", "tar_0.01"), strict=True):
+        tar, thr = tar_at_far(y, s, far)
+        out[key] = tar
+        out[f"{key}_threshold"] = thr
+    out["far_resolution"] = 1.0 / n_real if n_real else None
+    out["pbca"] = pixel_correct[0] / pixel_correct[1] if pixel_correct and pixel_correct[1] else None
+    return out
+
+
+def video_scores(
+    videos: Sequence[str], labels: np.ndarray, scores: np.ndarray
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Mean frame score per video -> (video names, labels, scores), names sorted."""
+    y, s = _check(labels, scores)
+    if len(videos) != y.size:
+        raise ValueError(f"{len(videos)} video names for {y.size} scores")
+    names = sorted(set(videos))
+    idx = {v: i for i, v in enumerate(names)}
+    inv = np.fromiter((idx[v] for v in videos), dtype=np.int64, count=y.size)
+    sums = np.bincount(inv, weights=s, minlength=len(names))
+    counts = np.bincount(inv, minlength=len(names))
+    vlab = np.bincount(inv, weights=y, minlength=len(names)) / counts
+    if not np.all((vlab == 0) | (vlab == 1)):
+        bad = [names[i] for i in np.nonzero((vlab > 0) & (vlab < 1))[0][:3]]
+        raise ValueError(f"videos with frames of both labels: {bad}")
+    return names, vlab.astype(np.int64), sums / counts
+
+
+def jsonable(x: object) -> object:
+    """Replace NaN and infinities (not valid JSON) by None, recursively."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
