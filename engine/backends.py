@@ -1,0 +1,388 @@
+"""Inference backends behind one small interface: a batch of uint8 face crops in, scores out.
+
+Each backend is one class; :meth:`Backend.load` does the heavy imports (onnxruntime, torch, the
+training stack), so importing this module costs nothing and a machine only needs what it runs.
+:func:`acfd.engine.runtime.load` picks the backend from the artifact.
+
+* :class:`OrtBackend` - an exported ``.onnx`` on ONNX Runtime (CPU; the CUDA provider when present).
+* :class:`TorchBackend` - a training run directory or its ``model.safetensors`` (needs the training
+  stack, ``acfd.train``; CPU fp32, or CUDA fp16 channels_last).
+* ``TensorRTBackend`` (in :mod:`acfd.engine.tensorrt`) - a serialised FP16/FP32 engine (``.plan``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+import numpy as np
+from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta
+from acfd.schemas.errors import AcfdError
+
+# I/O names of every exported graph (contract 4).
+INPUT_NAME = "crops"
+SCORE_NAME = "score"
+ATTENTION_NAME = "attention"
+EMBEDDING_NAME = "embedding"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class InputError(ArtifactError):
+    """A batch of crops that does not match what the model takes (size, dtype, layout)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Outputs for a batch of N crops."""
+
+    # ||embedding|| (score kind "distance") or P(fake) ("probability"), float32 [N].
+    score: np.ndarray
+    # Attention map per crop, float32 [N,h,w] in [0,1]; None when the model has no attention layer.
+    attention: np.ndarray | None
+    # The embedding (or logits) itself, float32 [N,D]; only when the artifact exports it.
+    embedding: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_id_of(data: bytes | memoryview) -> str:
+    """The id of an artifact: the first 16 hex digits of the sha256 of its bytes."""
+    return sha256_hex(data)[:16]
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ArtifactError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    return device
+
+
+class Backend(ABC):
+    """One loaded model. Construct, then :meth:`load` (``runtime.load`` does both).
+
+    Attributes after ``load()``: ``meta`` (the artifact's :class:`ArtifactMeta`, ``model_id`` filled
+    in), ``model_id`` (content hash of the artifact), ``max_batch`` (largest batch one call to the
+    model takes; ``infer`` splits bigger batches; None: no limit), ``device`` (where it runs).
+    """
+
+    name: ClassVar[str] = "backend"
+
+    def __init__(self, path: Path, device: str = "auto", max_batch: int | None = None) -> None:
+        self.path = Path(path)
+        self.device = check_device(device)
+        if max_batch is not None and max_batch < 1:
+            raise ArtifactError(f"max_batch must be >= 1, not {max_batch}")
+        self.max_batch: int | None = max_batch
+        self.meta: ArtifactMeta = ArtifactMeta()
+        self.model_id = ""
+        self.has_embedding = False
+        self._loaded = False
+
+    # -- to implement ---------------------------------------------------------------------------
+    @abstractmethod
+    def load(self) -> Backend:
+        """Read the artifact, import the runtime, build the session; return self."""
+
+    @abstractmethod
+    def _run(self, crops: np.ndarray) -> Prediction:
+        """Run one batch (already validated, C-contiguous, at most ``max_batch`` crops)."""
+
+    def close(self) -> None:
+        """Release the session and device memory (the backend cannot be used afterwards)."""
+        self._loaded = False
+
+    # -- shared ---------------------------------------------------------------------------------
+    def _set_meta(self, meta: ArtifactMeta, model_id: str) -> None:
+        self.model_id = model_id
+        self.meta = replace(meta, model_id=model_id)
+
+    def check_crops(self, crops: Any) -> np.ndarray:
+        """The batch as a C-contiguous uint8 [N,S,S,3] array, or a clear :class:`InputError`."""
+        if not isinstance(crops, np.ndarray):
+            raise InputError(f"crops must be a numpy array, not {type(crops).__name__}")
+        s = self.meta.input_size
+        if crops.dtype != np.uint8:
+            raise InputError(f"crops must be uint8 RGB (0..255), not {crops.dtype}")
+        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+            raise InputError(
+                f"crops must be a batch [N,{s},{s},3] (NHWC RGB) for this model, got shape {tuple(crops.shape)}"
+            )
+        return np.ascontiguousarray(crops)
+
+    def _empty(self) -> Prediction:
+        a = self.meta.attention_size
+        return Prediction(
+            score=np.zeros((0,), np.float32),
+            attention=np.zeros((0, a, a), np.float32) if a else None,
+        )
+
+    def infer(self, crops: np.ndarray) -> Prediction:
+        """Scores (and attention maps) for a batch of uint8 crops [N,S,S,3] RGB."""
+        if not self._loaded:
+            raise ArtifactError(f"{self.name} backend for {self.path} is not loaded (call load())")
+        crops = self.check_crops(crops)
+        n = crops.shape[0]
+        if n == 0:
+            return self._empty()
+        step = self.max_batch or n
+        if n <= step:
+            return self._run(crops)
+        parts = [self._run(crops[i : i + step]) for i in range(0, n, step)]
+        return Prediction(
+            score=np.concatenate([p.score for p in parts]),
+            attention=None if parts[0].attention is None else np.concatenate([p.attention for p in parts]),
+            embedding=None if parts[0].embedding is None else np.concatenate([p.embedding for p in parts]),
+        )
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path} device={self.device} model_id={self.model_id or '?'}>"
+
+
+# -- ONNX ------------------------------------------------------------------------------------------
+def meta_from_props(props: dict[str, str], source: Path) -> ArtifactMeta:
+    """The :class:`ArtifactMeta` stored in an artifact's key/value metadata, or a clear error."""
+    if META_KEY not in props:
+        raise ArtifactError(
+            f"{source} carries no acfd metadata ({META_KEY}): it was not exported by `acfd-train export`"
+        )
+    try:
+        return ArtifactMeta.from_json(props[META_KEY])
+    except ArtifactError as e:
+        raise ArtifactError(f"{source}: {e}") from e
+
+
+def read_onnx_meta(path: Path) -> ArtifactMeta:
+    """The metadata of an exported ONNX file (reads the protobuf with the ``onnx`` package)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"model file {path} does not exist")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError, RuntimeError) as e:
+        raise ArtifactError(f"{path} is not a valid ONNX model ({_first_line(e)})") from e
+    return meta_from_props({p.key: p.value for p in model.metadata_props}, path)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def default_threads() -> int:
+    """CPU cores this process may use (respects affinity masks and container CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class OrtBackend(Backend):
+    """An exported ``.onnx`` on ONNX Runtime: graph optimisation level ALL, CPU or the CUDA provider.
+
+    ``threads``: intra-op threads (default: the cores this process may use; bench/engine.py measured
+    the alternatives). ``optimization``: "all" (default), "extended", "basic" or "disable".
+    ``spinning``: let idle ORT threads spin-wait. Off by default: the scanner decodes and detects faces
+    on the same cores, and on a shared 2-core machine bench/engine.py measured 1.1x more crops/s
+    without spinning.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: Path,
+        device: str = "auto",
+        max_batch: int | None = None,
+        threads: int | None = None,
+        optimization: str = "all",
+        spinning: bool = False,
+    ) -> None:
+        super().__init__(path, device, max_batch)
+        self.threads = threads
+        self.optimization = optimization
+        self.spinning = spinning
+        self._session: Any = None
+        self._outputs: list[str] = []
+
+    def load(self) -> OrtBackend:
+        import onnxruntime as ort
+
+        if not self.path.is_file():
+            raise ArtifactError(f"model file {self.path} does not exist")
+        data = self.path.read_bytes()
+        levels = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }
+        if self.optimization not in levels:
+            raise ArtifactError(f"unknown ONNX Runtime optimisation level {self.optimization!r}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = levels[self.optimization]
+        opts.intra_op_num_threads = self.threads if self.threads is not None else default_threads()
+        opts.log_severity_level = 3  # errors only: ORT's warnings are not for the user of a scanner
+        if not self.spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        available = ort.get_available_providers()
+        if self.device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise ArtifactError(
+                "device 'cuda' asked for, but this onnxruntime has no CUDA provider "
+                "(install onnxruntime-gpu, or use device 'cpu')"
+            )
+        use_cuda = self.device in ("auto", "cuda") and "CUDAExecutionProvider" in available
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(data, sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
+            raise ArtifactError(f"{self.path} is not a valid ONNX model ({_first_line(e)})") from e
+        meta = meta_from_props(session.get_modelmeta().custom_metadata_map, self.path)
+        self._check_graph(session, meta)
+        self._session = session
+        self._outputs = [o.name for o in session.get_outputs()]
+        self.has_embedding = EMBEDDING_NAME in self._outputs
+        self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self._set_meta(meta, model_id_of(data))
+        self._loaded = True
+        return self
+
+    def _check_graph(self, session: Any, meta: ArtifactMeta) -> None:
+        inputs = session.get_inputs()
+        s = meta.input_size
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)":
+            got = [(i.name, i.type) for i in inputs]
+            raise ArtifactError(f"{self.path}: expected one uint8 input {INPUT_NAME!r}, found {got}")
+        if list(inputs[0].shape[1:]) != [s, s, 3]:
+            raise ArtifactError(
+                f"{self.path}: input shape {inputs[0].shape} does not match the metadata ([N,{s},{s},3])"
+            )
+        outputs = {o.name: o for o in session.get_outputs()}
+        if SCORE_NAME not in outputs:
+            raise ArtifactError(f"{self.path}: the graph has no {SCORE_NAME!r} output")
+        if (ATTENTION_NAME in outputs) != (meta.attention_size > 0):
+            raise ArtifactError(
+                f"{self.path}: attention output and metadata disagree "
+                f"(attention_size={meta.attention_size}, outputs {sorted(outputs)})"
+            )
+
+    def _run(self, crops: np.ndarray) -> Prediction:
+        out = dict(zip(self._outputs, self._session.run(self._outputs, {INPUT_NAME: crops}), strict=True))
+        return Prediction(
+            score=out[SCORE_NAME], attention=out.get(ATTENTION_NAME), embedding=out.get(EMBEDDING_NAME)
+        )
+
+    def close(self) -> None:
+        self._session = None
+        super().close()
+
+
+# -- torch -----------------------------------------------------------------------------------------
+def resolve_run(path: Path) -> tuple[Path, list[Path]]:
+    """(what ``acfd.train.model.load_run`` takes, the files whose bytes identify the model)."""
+    path = Path(path)
+    if path.is_dir():
+        weights, config = path / "model.safetensors", path / "config.json"
+        if not weights.is_file() or not config.is_file():
+            raise ArtifactError(
+                f"{path} is not a training run (needs config.json and model.safetensors) nor a model file"
+            )
+        return path, [config, weights]
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise ArtifactError(f"model file {path} does not exist")
+        return path, [path]  # the training config travels in the safetensors header
+    raise ArtifactError(f"{path}: not a model artifact (.onnx, .plan/.engine, .safetensors or a run directory)")
+
+
+class TorchBackend(Backend):
+    """A training checkpoint run by PyTorch: CPU fp32, or CUDA fp16 with channels_last.
+
+    Needs the training stack (``acfd.train``, timm), imported inside :meth:`load`. The crops go
+    through the same :class:`acfd.engine.export.CropScorer` wrapper the ONNX export traces, so the
+    preprocessing is identical on every backend.
+    """
+
+    name = "torch"
+
+    def __init__(self, path: Path, device: str = "auto", max_batch: int | None = None) -> None:
+        super().__init__(path, device, max_batch)
+        self._scorer: Any = None
+        self._torch: Any = None
+
+    def load(self) -> TorchBackend:
+        import torch
+
+        source, files = resolve_run(self.path)
+        try:
+            from acfd.train.model import artifact_meta, load_run
+        except ImportError as e:  # an install without the training stack
+            raise ArtifactError(
+                f"running a training checkpoint needs the training stack (acfd.train): {e}; "
+                "or export it with `acfd-train export` and load the .onnx"
+            ) from e
+        from .export import CropScorer
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ArtifactError("device 'cuda' asked for, but torch sees no CUDA GPU")
+        use_cuda = self.device in ("auto", "cuda") and torch.cuda.is_available()
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.read_bytes())
+        try:
+            model, _cfg = load_run(source, map_location="cpu")
+            meta = artifact_meta(source)
+        except AcfdError as e:  # the training stack's ModelError/ConfigError: same kind as ours
+            raise ArtifactError(str(e)) from e
+        branch = model.lq_branch()
+        dtype = torch.float16 if use_cuda else torch.float32
+        scorer = CropScorer(branch, meta, compute_dtype=dtype).eval()
+        if use_cuda:
+            # NHWC memory layout: the uint8 crops arrive NHWC, and cuDNN's fp16 tensor-core kernels want it.
+            scorer = scorer.to("cuda").to(memory_format=torch.channels_last)
+        self._torch = torch
+        self._scorer = scorer
+        self.device = "cuda" if use_cuda else "cpu"
+        extra = dict(meta.extra)
+        if meta.model_id:  # artifact_meta's id is the weights' sha256; ours hashes config + weights
+            extra["weights_sha256"] = meta.model_id
+        meta = replace(meta, precision="fp16" if use_cuda else "fp32", extra=extra)
+        self._set_meta(meta, h.hexdigest()[:16])
+        self._loaded = True
+        return self
+
+    def _run(self, crops: np.ndarray) -> Prediction:
+        torch = self._torch
+        x = torch.from_numpy(crops)
+        if self.device == "cuda":
+            x = x.pin_memory().to("cuda", non_blocking=True)
+        with torch.inference_mode():
+            out = dict(zip(self._scorer.output_names, self._scorer(x), strict=True))
+        attention = out.get(ATTENTION_NAME)
+        return Prediction(
+            score=out[SCORE_NAME].float().cpu().numpy(),
+            attention=None if attention is None else attention.float().cpu().numpy(),
+        )
+
+    def close(self) -> None:
+        self._scorer = None
+        super().close()
