@@ -1,0 +1,348 @@
+"""Decode: open a video, read its facts, and stream a sample of its frames as upright RGB arrays.
+
+Frames are sampled by time: ``Sampling(fps=1)`` takes the first frame at or after every 1/fps
+seconds of the stream's own clock (so variable frame rate works), ``Sampling(frames=N)`` takes the
+frames nearest N instants spread evenly over the duration. Frames are yielded one at a time (never
+the whole video in memory).
+
+Decoders: decord (``decord2`` on PyPI: CPU only; a CUDA build of decord is used with ``gpu=True``
+when present) when importable, since it seeks to the next sampled frame instead of decoding every
+frame; PyAV otherwise, or when decord cannot open the file. PyAV always reads the facts (container,
+codec, duration, rotation), because decord does not report rotation. Rotation from the display
+matrix is applied to every frame (``np.rot90``), as players do.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from acfd.schemas.errors import AcfdError
+
+# Stop a PyAV decode after this many undecodable packets in a row (a corrupt tail).
+MAX_BAD_PACKETS = 50
+
+
+class DecodeError(AcfdError):
+    """A file cannot be decoded as a video (the message is one line, fit for the ``error`` column)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames to take: ``fps`` per second of video, or ``frames`` spread evenly (exactly one)."""
+
+    fps: float | None = 1.0
+    frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fps is None) == (self.frames is None):
+            raise DecodeError("choose exactly one of fps and frames")
+        if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
+            raise DecodeError(f"fps must be positive, got {self.fps}")
+        if self.frames is not None and self.frames < 1:
+            raise DecodeError(f"frames must be at least 1, got {self.frames}")
+
+    @property
+    def every_frame(self) -> bool:
+        """True for a sampling rate so high that every frame is taken (``--fps 0`` is not allowed)."""
+        return self.fps is not None and self.fps >= 1000
+
+
+EVERY_FRAME = Sampling(fps=1000.0)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts of a video stream (``width``/``height`` as displayed, after ``rotation``)."""
+
+    container: str
+    codec: str
+    duration_s: float | None
+    fps: float | None
+    n_frames_total: int | None
+    width: int
+    height: int
+    rotation: int  # degrees counter-clockwise applied for display (0, 90, 180, -90)
+    decoder: str = "pyav"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled frame: its index in decode order, presentation time, upright RGB pixels."""
+
+    index: int
+    time_s: float
+    image: np.ndarray
+
+
+def _one_line(e: BaseException) -> str:
+    # FFmpeg errors carry the path in str(e); the error column has the path already.
+    msg = getattr(e, "strerror", None) if isinstance(getattr(e, "strerror", None), str) else None
+    s = " ".join((msg or str(e)).split()) or e.__class__.__name__
+    return s if len(s) < 300 else s[:297] + "..."
+
+
+def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
+    k = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+
+def _check_file(path: str) -> int:
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise DecodeError(f"cannot read file: {e.strerror}") from e
+    if size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    return size
+
+
+def _open_av(path: str):  # noqa: ANN202 - PyAV container
+    import av
+
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except av.error.InvalidDataError as e:
+        raise DecodeError(f"not a readable video container ({_one_line(e)})") from e
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"cannot open: {_one_line(e)}") from e
+    except OSError as e:
+        raise DecodeError(f"cannot open: {e.strerror or _one_line(e)}") from e
+
+
+def probe(path: str) -> VideoInfo:
+    """The facts of ``path``'s first video stream (decodes its first frame to learn the rotation)."""
+    import av
+
+    _check_file(path)
+    with _open_av(path) as c:
+        if not c.streams.video:
+            kinds = sorted({s.type for s in c.streams}) or ["none"]
+            raise DecodeError(f"no video stream (streams: {', '.join(kinds)})")
+        s = c.streams.video[0]
+        cc = s.codec_context
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        fps = float(rate) if rate else None
+        duration = None
+        if s.duration is not None and s.time_base is not None:
+            duration = float(s.duration * s.time_base)
+        elif c.duration is not None:
+            duration = c.duration / av.time_base
+        rotation = 0
+        w, h = cc.width, cc.height
+        try:
+            for frame in c.decode(s):
+                rotation = int(round(frame.rotation or 0))
+                w, h = frame.width, frame.height
+                break
+            else:
+                raise DecodeError("no decodable video frames")
+        except av.error.FFmpegError as e:
+            raise DecodeError(f"cannot decode the first frame ({_one_line(e)})") from e
+        if round(rotation / 90) % 2:
+            w, h = h, w
+        return VideoInfo(
+            container=c.format.name,
+            codec=cc.name,
+            duration_s=duration,
+            fps=fps,
+            n_frames_total=s.frames or None,
+            width=int(w),
+            height=int(h),
+            rotation=rotation,
+        )
+
+
+def select_indices(times: np.ndarray, sampling: Sampling) -> list[int]:
+    """Indices of the frames to take, given every frame's presentation time (sorted or not)."""
+    n = len(times)
+    if n == 0:
+        return []
+    if sampling.every_frame:
+        return list(range(n))
+    order = np.argsort(times, kind="stable")
+    ts = np.asarray(times, dtype=np.float64)[order]
+    t0, t_end = float(ts[0]), float(ts[-1])
+    if sampling.fps is not None:
+        step = 1.0 / sampling.fps
+        targets = t0 + step * np.arange(int(math.floor((t_end - t0) / step + 1e-9)) + 1)
+        pos = np.searchsorted(ts, targets - 1e-9, side="left")  # first frame at or after each target
+    else:
+        assert sampling.frames is not None
+        span = t_end - t0 + (float(np.median(np.diff(ts))) if n > 1 else 0.0)
+        targets = t0 + (np.arange(sampling.frames) + 0.5) * span / sampling.frames
+        pos = np.clip(np.searchsorted(ts, targets), 0, n - 1)
+        prev = np.clip(pos - 1, 0, n - 1)  # nearest of the two neighbours
+        pos = np.where(np.abs(ts[prev] - targets) <= np.abs(ts[pos] - targets), prev, pos)
+    pos = pos[pos < n]
+    return sorted({int(order[p]) for p in pos})
+
+
+class _StreamSelector:
+    """``select_indices`` for a stream whose times arrive one by one (PyAV), for the fps mode."""
+
+    def __init__(self, sampling: Sampling, duration: float | None) -> None:
+        self.sampling = sampling
+        self.duration = duration
+        self.next_t: float | None = None
+        self.targets: list[float] | None = None
+        self.j = 0
+
+    def take(self, t: float) -> bool:
+        s = self.sampling
+        if s.every_frame:
+            return True
+        if s.fps is not None:
+            step = 1.0 / s.fps
+            if self.next_t is None:
+                self.next_t = t
+            if t + 1e-9 >= self.next_t:
+                # next grid point strictly after t, on the grid anchored at the first frame
+                while self.next_t <= t + 1e-9:
+                    self.next_t += step
+                return True
+            return False
+        raise AssertionError("frames mode uses select_indices on known times")
+
+
+def _pyav_frame_times(path: str) -> list[float]:
+    """Every frame's presentation time, from packets alone (no decoding)."""
+    times: list[float] = []
+    with _open_av(path) as c:
+        s = c.streams.video[0]
+        tb = s.time_base or Fraction(1, 1)
+        for pkt in c.demux(s):
+            if pkt.size == 0:
+                continue
+            pts = pkt.pts if pkt.pts is not None else pkt.dts
+            if pts is not None:
+                times.append(float(pts * tb))
+    return times
+
+
+def _frames_pyav(path: str, info: VideoInfo, sampling: Sampling) -> Iterator[Frame]:
+    import av
+
+    wanted: set[int] | None = None
+    wanted_times: list[float] = []
+    if sampling.frames is not None:
+        # The frames mode needs every frame's time first: a demux pass is cheap (no decoding).
+        times = sorted(_pyav_frame_times(path))
+        wanted = set(select_indices(np.asarray(times), sampling)) if times else set()
+        wanted_times = [times[i] for i in sorted(wanted)]
+    selector = _StreamSelector(sampling, info.duration_s)
+    with _open_av(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        tb = s.time_base or Fraction(1, 1)
+        index = -1
+        bad = 0
+        last_error = ""
+        for pkt in c.demux(s):
+            try:
+                frames = pkt.decode()
+                bad = 0
+            except av.error.FFmpegError as e:
+                bad += 1
+                last_error = _one_line(e)
+                if bad >= MAX_BAD_PACKETS:
+                    raise DecodeError(f"decoding stopped: {MAX_BAD_PACKETS} bad packets in a row ({last_error})") from e
+                continue
+            for f in frames:
+                index += 1
+                t = float(f.pts * tb) if f.pts is not None else (index / info.fps if info.fps else float(index))
+                if wanted is not None:
+                    # match by time: decode order and sorted packet times agree for presentation order
+                    i = bisect.bisect_left(wanted_times, t - 1e-6)
+                    take = i < len(wanted_times) and abs(wanted_times[i] - t) < 1e-6
+                else:
+                    take = selector.take(t)
+                if take:
+                    yield Frame(index, t, _rotate(f.to_ndarray(format="rgb24"), info.rotation))
+
+
+_DECORD_GPU_OK: bool | None = None
+
+
+def _decord_reader(path: str, gpu: bool):  # noqa: ANN202 - decord.VideoReader
+    import decord
+
+    global _DECORD_GPU_OK
+    if gpu and _DECORD_GPU_OK is not False:
+        try:
+            vr = decord.VideoReader(path, ctx=decord.gpu(0))
+            _DECORD_GPU_OK = True
+            return vr, "decord-gpu"
+        except Exception:  # a CPU-only build (decord2 from PyPI) or no GPU: remember, use the CPU
+            _DECORD_GPU_OK = False
+    return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1), "decord"
+
+
+def _frames_decord(vr, info: VideoInfo, sampling: Sampling, chunk: int = 8) -> Iterator[Frame]:  # noqa: ANN001
+    n = len(vr)
+    times = vr.get_frame_timestamp(np.arange(n))[:, 0] if n else np.zeros(0)
+    idx = select_indices(times, sampling)
+    for i in range(0, len(idx), chunk):
+        part = idx[i : i + chunk]
+        batch = vr.get_batch(part).asnumpy()
+        for j, k in enumerate(part):
+            yield Frame(int(k), float(times[k]), _decord_upright(batch[j], info))
+
+
+def _decord_upright(img: np.ndarray, info: VideoInfo) -> np.ndarray:
+    # decord2 (>= 3) applies the display matrix itself, decord 0.6 does not: rotate only frames that
+    # do not already have the displayed shape (and 180 degrees only for the old decord).
+    import decord
+
+    quarter = round(info.rotation / 90) % 4
+    if quarter in (1, 3) and img.shape[:2] == (info.width, info.height) != (info.height, info.width):
+        return _rotate(img, info.rotation)
+    if quarter == 2 and int(str(decord.__version__).split(".")[0]) < 3:
+        return _rotate(img, info.rotation)
+    return img
+
+
+def decoder_available(name: str) -> bool:
+    if name == "decord":
+        try:
+            import decord  # noqa: F401
+        except Exception:
+            return False
+    return True
+
+
+def open_frames(
+    path: str, sampling: Sampling, decoder: str = "auto", gpu: bool = False
+) -> tuple[VideoInfo, Iterator[Frame]]:
+    """Facts and a frame iterator for ``path``. ``decoder``: "auto" (decord, else PyAV), "decord", "pyav".
+
+    Raises :class:`DecodeError` with a one-line reason for files that are not decodable videos.
+    """
+    import dataclasses
+
+    info = probe(path)
+    if decoder in ("auto", "decord") and decoder_available("decord"):
+        try:
+            vr, name = _decord_reader(path, gpu)
+        except Exception as e:
+            if decoder == "decord":
+                raise DecodeError(f"decord cannot open the file ({_one_line(e)})") from e
+        else:
+            info = dataclasses.replace(info, decoder=name)
+            return info, _guard(_frames_decord(vr, info, sampling), name)
+    return info, _guard(_frames_pyav(path, info, sampling), "pyav")
+
+
+def _guard(frames: Iterator[Frame], name: str) -> Iterator[Frame]:
+    """Turn a decoder's exceptions in the middle of a stream into DecodeError (one line)."""
+    try:
+        yield from frames
+    except DecodeError:
+        raise
+    except Exception as e:
+        raise DecodeError(f"{name} failed while decoding ({_one_line(e)})") from e

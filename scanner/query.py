@@ -1,0 +1,417 @@
+"""Read-only access to the verdict store: ad-hoc SQL (``acfd-scan query``) and the schema (``acfd-scan schema``).
+
+A query must never be able to change the store, so the store is opened read-only in layers:
+
+- SQLite (the default): the file is opened with the URI ``file:...?mode=ro`` (SQLite itself refuses
+  every write), ``PRAGMA query_only=ON`` is set, and an authorizer (``sqlite3.set_authorizer``) lets a
+  statement through only if it reads: SELECT/WITH, functions, and introspection PRAGMAs. ATTACH,
+  DETACH, DDL, DML, pragma assignments (``query_only=OFF`` included) and ``VACUUM INTO`` are refused
+  before they run, so no other file can be created or written either.
+- Other SQLAlchemy URLs: PostgreSQL runs the query in a ``READ ONLY`` transaction; every dialect
+  runs it in a transaction that is always rolled back, and a statement that does not start with
+  SELECT, WITH, VALUES, TABLE or EXPLAIN is refused up front (MySQL commits DDL implicitly, so a
+  rollback alone would not undo it).
+
+Before any query the store is checked: a file that is not SQLite, a database without acfd's
+``meta.schema_version``, or a schema version this acfd does not read gives one clear
+:class:`~acfd.schemas.db.StoreError` line. An older store is not migrated here (that needs a write):
+the error says how to upgrade it (``acfd-scan schema --upgrade``, or any scan, which calls ``init_db``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from acfd.schemas import db as store
+from acfd.schemas.db import StoreError
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+Format = Literal["table", "csv", "json"]
+FORMATS: tuple[str, ...] = ("table", "csv", "json")
+
+# Statements other dialects may run (SQLite needs no such list: its authorizer decides per operation).
+_READ_STATEMENT = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(select|with|values|table|explain)\b", re.I | re.S)
+
+# PRAGMAs that only describe the database, whatever their argument (e.g. ``table_info(videos)``).
+_INTROSPECTION_PRAGMAS = frozenset(
+    {
+        "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+        "foreign_key_list", "database_list", "collation_list", "function_list", "module_list",
+        "pragma_list", "compile_options",
+    }
+)  # fmt: skip
+# PRAGMAs whose read form (no argument) is harmless; assigning any of them is refused.
+_SETTING_PRAGMAS = frozenset(
+    {
+        "read_uncommitted", "user_version", "schema_version", "application_id", "data_version",
+        "encoding", "page_size", "page_count", "freelist_count", "journal_mode", "foreign_keys",
+        "query_only", "busy_timeout", "auto_vacuum", "cache_size", "synchronous",
+    }
+)  # fmt: skip
+_ALLOWED_ACTIONS = frozenset(
+    {
+        sqlite3.SQLITE_SELECT,
+        sqlite3.SQLITE_READ,
+        sqlite3.SQLITE_FUNCTION,
+        sqlite3.SQLITE_RECURSIVE,
+        # BEGIN/COMMIT/SAVEPOINT change nothing on a read-only connection; pysqlite and SQLAlchemy issue them.
+        sqlite3.SQLITE_TRANSACTION,
+        sqlite3.SQLITE_SAVEPOINT,
+    }
+)
+_DENIED_FUNCTIONS = frozenset({"load_extension"})
+
+_REFUSED = "refused: acfd-scan query is read-only; only SELECT statements (and read-only PRAGMAs) may run"
+
+
+def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None) -> int:
+    if action == sqlite3.SQLITE_PRAGMA:
+        name = (arg1 or "").lower()
+        if name in _INTROSPECTION_PRAGMAS or (name in _SETTING_PRAGMAS and arg2 is None):
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
+
+
+@dataclass(frozen=True)
+class ReadOnlyStore:
+    """A read-only engine on a verdict store, and where it points (for messages)."""
+
+    engine: Engine
+    where: str  # the file path or the URL without its password
+    schema_version: int
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_path(db: str | os.PathLike[str]) -> Path | None:
+    """The file of an SQLite target (a plain path or an ``sqlite:///`` URL); None for other URLs."""
+    s = os.fspath(db)
+    if "://" not in s:
+        return Path(s).expanduser().resolve()
+    url = make_url(s)
+    if url.get_backend_name() != "sqlite":
+        return None
+    if not url.database or url.database == ":memory:":
+        raise StoreError(f"{s!r} is an in-memory database: there is nothing to read")
+    return Path(url.database).expanduser().resolve()
+
+
+def _sqlite_readonly_engine(path: Path, timeout_s: float | None) -> Engine:
+    # Percent-quote the path so '?', '#' and '%' in a file name are not read as URI syntax.
+    uri = "file:" + urllib.parse.quote(str(path)) + "?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 60000")  # a scan may be committing; wait, don't fail
+        conn.execute("PRAGMA query_only = ON")
+        conn.set_authorizer(_authorize)
+        if timeout_s:
+            deadline = time.monotonic() + timeout_s
+            # Non-zero aborts the running statement ("interrupted"): a runaway WITH RECURSIVE stops.
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        return conn
+
+    # NullPool: every connect() runs the setup above; nothing is shared across threads.
+    return create_engine("sqlite://", creator=connect, poolclass=NullPool)
+
+
+def open_readonly(db: str | os.PathLike[str], timeout_s: float | None = None) -> ReadOnlyStore:
+    """Open the verdict store at ``db`` (an SQLite file path or any SQLAlchemy URL) for reading only.
+
+    Raises :class:`StoreError` (one line) when it is missing, not a database, not an acfd store, or
+    of a schema version this acfd cannot read as is.
+    """
+    path = _sqlite_path(db)
+    if path is not None:
+        if not path.exists():
+            raise StoreError(f"no verdict store at {path} (run a scan first, or pass --db)")
+        if not path.is_file():
+            raise StoreError(f"{path} is not a file")
+        engine = _sqlite_readonly_engine(path, timeout_s)
+        where = str(path)
+    else:
+        try:
+            engine = create_engine(os.fspath(db), poolclass=NullPool)
+        except Exception as e:  # bad URL, missing driver
+            raise StoreError(f"cannot open database {db!r}: {e}") from e
+        where = engine.url.render_as_string(hide_password=True)
+    try:
+        version = check_store(engine, where)
+    except BaseException:
+        engine.dispose()
+        raise
+    return ReadOnlyStore(engine=engine, where=where, schema_version=version)
+
+
+def check_store(engine: Engine, where: str) -> int:
+    """The schema version of the acfd store behind ``engine``; :class:`StoreError` if it cannot be read as is."""
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            if "meta" not in tables:
+                what = "an empty database" if not tables else f"a database with tables {', '.join(sorted(tables)[:6])}"
+                raise StoreError(f"{where} is not an acfd verdict store ({what}, no meta table)")
+            row = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
+            views = set(inspect(conn).get_view_names())
+    except DBAPIError as e:
+        raise StoreError(f"{where} is not a readable SQLite/SQL database: {_first_line(e.orig)}") from e
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot read {where}: {_first_line(e)}") from e
+    if row is None:
+        raise StoreError(f"{where} is not an acfd verdict store (no schema_version in its meta table)")
+    try:
+        version = int(row)
+    except ValueError:
+        raise StoreError(f"{where}: schema_version {row!r} is not a number; not an acfd verdict store") from None
+    current = store.DB_SCHEMA_VERSION  # read at call time: tests simulate upgrades by patching it
+    if version > current:
+        raise StoreError(
+            f"database schema version {version} is newer than this acfd understands ({current}); upgrade acfd"
+        )
+    if version < current:
+        raise StoreError(
+            f"{where} has schema version {version}, older than this acfd's {current}; upgrade it first with "
+            f"`acfd-scan schema --upgrade --db {where}` (or any scan), then query it"
+        )
+    missing = sorted(set(store.Base.metadata.tables) - tables) + sorted({"latest_verdicts"} - views)
+    if missing:
+        raise StoreError(f"{where} is an incomplete acfd verdict store (missing {', '.join(missing)})")
+    return version
+
+
+def upgrade(db: str | os.PathLike[str]) -> tuple[int, int]:
+    """Migrate an older store to this acfd's schema (a write); returns (version before, version after)."""
+    engine = store.make_engine(db)
+    try:
+        before = _stored_version(engine)
+        if before is None:
+            where = str(_sqlite_path(db) or engine.url.render_as_string(hide_password=True))
+            raise StoreError(f"{where} is not an acfd verdict store (no meta.schema_version); nothing to upgrade")
+        after = store.init_db(engine)
+    finally:
+        engine.dispose()
+    return before, after
+
+
+def _stored_version(engine: Engine) -> int | None:
+    try:
+        with engine.connect() as conn:
+            if "meta" not in inspect(conn).get_table_names():
+                return None
+            row = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
+    except DBAPIError as e:
+        raise StoreError(f"{engine.url} is not a readable database: {_first_line(e.orig)}") from e
+    return None if row is None else int(row)
+
+
+def _first_line(e: BaseException | None) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Column names and rows of one query, in the database's own Python types."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def run_query(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+    """Run one read-only statement; a write, a second statement or an SQL error is a :class:`StoreError`."""
+    if not sql.strip():
+        raise StoreError("empty query")
+    if not ro.is_sqlite and not _READ_STATEMENT.match(sql):
+        raise StoreError(_REFUSED)
+    try:
+        with ro.engine.connect() as conn:
+            if ro.engine.dialect.name == "postgresql":
+                conn = conn.execution_options(postgresql_readonly=True)
+            with conn.begin() as tx:
+                # exec_driver_sql: the text goes to the driver as written (no ':name' bind parsing).
+                res = conn.exec_driver_sql(sql, params or ())
+                columns = list(res.keys()) if res.returns_rows else []
+                rows = [tuple(r) for r in res] if res.returns_rows else []
+                tx.rollback()  # whatever the statement did (nothing, on SQLite) is not kept
+    except DBAPIError as e:
+        msg = _first_line(e.orig)
+        if isinstance(e.orig, sqlite3.DatabaseError) and (
+            "not authorized" in msg or "authorization denied" in msg or "readonly" in msg
+        ):
+            raise StoreError(f"{_REFUSED} (sqlite: {msg})") from e
+        if isinstance(e.orig, sqlite3.ProgrammingError) and "one statement" in msg:
+            raise StoreError("one statement at a time, please (found more than one)") from e
+        raise StoreError(f"query failed: {msg}") from e
+    except SQLAlchemyError as e:
+        raise StoreError(f"query failed: {_first_line(e)}") from e
+    if not columns:
+        # Only a statement that returns no rows gets here (e.g. an allowed BEGIN); nothing was read.
+        raise StoreError(f"{_REFUSED} (the statement returns no rows)")
+    return QueryResult(columns=columns, rows=rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output formats.
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _cell_text(v: Any, limit_blob: int | None, short_floats: bool = False) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        b = bytes(v)
+        if limit_blob is not None and len(b) > limit_blob:
+            return f"<blob {len(b)} B>"
+        return "X'" + b.hex() + "'"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.6g}" if short_floats else repr(v)
+    return str(v)
+
+
+def _terminal_safe(s: str) -> str:
+    # File names are untrusted: never let one send escape sequences to the analyst's terminal.
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (str, int, float)) or v is None:
+        return v
+    return str(v)
+
+
+def format_result(result: QueryResult, fmt: Format = "table", max_width: int = 60) -> str:
+    """Render a result as an aligned text table, CSV (RFC 4180) or JSON (a list of objects; blobs as hex)."""
+    if fmt == "json":
+        return json.dumps(
+            [{c: _json_value(v) for c, v in zip(result.columns, row, strict=True)} for row in result.rows],
+            indent=1,
+            ensure_ascii=False,
+        )
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(result.columns)
+        for row in result.rows:
+            w.writerow([_cell_text(v, None) for v in row])
+        return buf.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise StoreError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    header = [_terminal_safe(c) for c in result.columns]
+    body = [[_terminal_safe(_cell_text(v, 32, short_floats=True)) for v in row] for row in result.rows]
+    body = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in body]
+    numeric = [
+        all(isinstance(row[i], (int, float)) or row[i] is None for row in result.rows) and bool(result.rows)
+        for i in range(len(header))
+    ]
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            (c.rjust(w) if num else c.ljust(w)) for c, w, num in zip(cells, widths, numeric, strict=True)
+        ).rstrip()
+
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in body]
+    out.append(f"({len(body)} row{'s' if len(body) != 1 else ''})")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Schema.
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    nullable: bool
+    primary_key: bool
+
+
+@dataclass(frozen=True)
+class RelationInfo:
+    """A table or a view and its columns."""
+
+    name: str
+    kind: Literal["table", "view"]
+    columns: list[ColumnInfo]
+
+
+def schema_from_models() -> list[RelationInfo]:
+    """The schema this acfd creates (from the SQLAlchemy models), without any database."""
+    out = []
+    for t in store.Base.metadata.sorted_tables:
+        cols = [ColumnInfo(c.name, str(c.type), bool(c.nullable), bool(c.primary_key)) for c in t.columns]
+        out.append(RelationInfo(t.name, "table", cols))
+    # The view's columns, from its own SQL run on an empty in-memory store.
+    mem = create_engine("sqlite://")
+    try:
+        store.Base.metadata.create_all(mem)
+        with mem.connect() as conn:
+            cols = [
+                ColumnInfo(c["name"], str(c["type"]), bool(c.get("nullable", True)), False)
+                for c in inspect(conn).get_columns("latest_verdicts")
+            ]
+    finally:
+        mem.dispose()
+    out.append(RelationInfo("latest_verdicts", "view", cols))
+    return sorted(out, key=lambda r: (r.kind != "table", r.name))
+
+
+def schema_from_db(ro: ReadOnlyStore) -> list[RelationInfo]:
+    """The live schema of an open store (tables and views, as the database reports them)."""
+    out = []
+    with ro.engine.connect() as conn:
+        insp = inspect(conn)
+        for kind, names in (("table", insp.get_table_names()), ("view", insp.get_view_names())):
+            for name in sorted(names):
+                pk = set(insp.get_pk_constraint(name).get("constrained_columns") or []) if kind == "table" else set()
+                cols = [
+                    ColumnInfo(c["name"], str(c["type"]), bool(c.get("nullable", True)), c["name"] in pk)
+                    for c in insp.get_columns(name)
+                ]
+                out.append(RelationInfo(name, kind, cols))  # type: ignore[arg-type]
+    return out
+
+
+def format_schema(relations: list[RelationInfo]) -> str:
+    """A plain-text listing: one block per table/view, one line per column."""
+    lines: list[str] = []
+    for r in relations:
+        lines.append(f"{r.kind} {r.name}")
+        w = max((len(c.name) for c in r.columns), default=0)
+        for c in r.columns:
+            flags = " ".join(f for f, on in (("PRIMARY KEY", c.primary_key), ("NOT NULL", not c.nullable)) if on)
+            lines.append(f"  {c.name.ljust(w)}  {c.type}{'  ' + flags if flags else ''}")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")

@@ -1,0 +1,234 @@
+"""Store: write scans and per-video results to the verdict store (``acfd.schemas.db``), one transaction each.
+
+A video's row, its detections, verdicts and attention masks and the scan's counters are committed
+together, so a scan killed at any instant (even SIGKILL) leaves each video entirely stored or not at
+all, and the scan row's counts always match its stored videos. Resume keys on (path bytes, size,
+mtime, model id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+
+from acfd.schemas import db
+from acfd.schemas.db import (
+    AttentionMask,
+    Detection,
+    Model,
+    Scan,
+    Verdict,
+    Video,
+)
+from sqlalchemy import Engine, select, update
+
+from .discover import Candidate
+from .results import ScanSummary, VideoResult
+
+HASH_CHUNK = 1 << 20
+
+
+def content_hash(path: str, size: int | None) -> str | None:
+    """``ht1:`` + sha256 of the size, the first and the last MiB of the file (None if unreadable)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size if size is None else size
+            h.update(str(size).encode())
+            h.update(f.read(HASH_CHUNK))
+            if size > 2 * HASH_CHUNK:
+                f.seek(size - HASH_CHUNK)
+                h.update(f.read(HASH_CHUNK))
+            elif size > HASH_CHUNK:
+                h.update(f.read())
+    except OSError:
+        return None
+    return "ht1:" + h.hexdigest()
+
+
+@dataclass(frozen=True)
+class PreviousScan:
+    """What the store already holds for a path under this model (for resume)."""
+
+    size: int | None
+    mtime_ns: int | None
+    status: str
+    scan_id: int
+    flagged: bool
+
+
+class Store:
+    """Writes one scan into the verdict store."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def register_model(self, model_id: str, path: str, backend: str, meta_json: str) -> None:
+        with db.session(self.engine) as s, s.begin():
+            if s.get(Model, model_id) is None:
+                s.add(Model(model_id=model_id, path=path, backend=backend, meta_json=meta_json))
+
+    def mark_dead_scans(self) -> int:
+        """Scans left ``running`` by a process of this host that no longer exists become ``interrupted``."""
+        from .worker import pid_alive
+
+        host = socket.gethostname()
+        n = 0
+        with db.session(self.engine) as s, s.begin():
+            for scan in s.scalars(select(Scan).where(Scan.status == db.SCAN_RUNNING, Scan.host == host)):
+                if scan.pid != os.getpid() and not pid_alive(scan.pid):
+                    scan.status = db.SCAN_INTERRUPTED
+                    n += 1
+        return n
+
+    def start_scan(
+        self, model_id: str, strategy: str, threshold: float, backend: str, device: str, args: dict, version: str
+    ) -> int:
+        with db.session(self.engine) as s, s.begin():
+            scan = Scan(
+                model_id=model_id,
+                strategy=strategy,
+                threshold=threshold,
+                backend=backend,
+                device=device,
+                args=json.dumps(args, sort_keys=True, default=str),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                acfd_version=version,
+                status=db.SCAN_RUNNING,
+            )
+            s.add(scan)
+            s.flush()
+            return scan.id
+
+    def previous(self, model_id: str) -> dict[bytes, PreviousScan]:
+        """The newest stored row of every path scanned with ``model_id``."""
+        out: dict[bytes, PreviousScan] = {}
+        q = (
+            select(Video.path_key, Video.size, Video.mtime_ns, Video.status, Video.scan_id, Verdict.label)
+            .outerjoin(Verdict, (Verdict.video_id == Video.id) & Verdict.identity.is_(None))
+            .where(Video.model_id == model_id)
+            .order_by(Video.id)
+        )
+        with self.engine.connect() as c:
+            for key, size, mtime, status, scan_id, label in c.execute(q):
+                out[bytes(key)] = PreviousScan(size, mtime, status, scan_id, label == db.LABEL_FAKE)
+        return out
+
+    def set_found(self, scan_id: int, n_found: int) -> None:
+        with self.engine.begin() as c:
+            c.execute(update(Scan).where(Scan.id == scan_id).values(n_found=n_found))
+
+    def add_skipped(self, scan_id: int, n: int) -> None:
+        if n:
+            with self.engine.begin() as c:
+                c.execute(update(Scan).where(Scan.id == scan_id).values(n_skipped=Scan.n_skipped + n))
+
+    def write_video(
+        self, scan_id: int, model_id: str, threshold: float, strategy: str, r: VideoResult, mask_encoding: str = db.MASK_PNG
+    ) -> int:
+        """Store one video's results and bump the scan's counters, in one transaction; returns the row id."""
+        c: Candidate = r.candidate
+        info = r.info
+        with db.session(self.engine) as s, s.begin():
+            video = Video(
+                scan_id=scan_id,
+                model_id=model_id,
+                path=c.display,
+                path_key=c.key,
+                size=c.size,
+                mtime_ns=c.mtime_ns,
+                content_hash=r.content_hash,
+                status=r.status,
+                error=r.error,
+                n_frames=r.n_frames,
+                n_faces=len(r.faces),
+                n_identities=len(r.verdict.identities) if r.verdict else 0,
+                t_decode=r.timings.decode,
+                t_detect=r.timings.detect,
+                t_infer=r.timings.infer,
+                t_store=r.timings.store,
+            )
+            if info is not None:
+                video.container = info.container
+                video.codec = info.codec
+                video.duration_s = info.duration_s
+                video.fps = info.fps
+                video.n_frames_total = info.n_frames_total
+                video.width, video.height, video.rotation = info.width, info.height, info.rotation
+                video.decoder = info.decoder
+            s.add(video)
+            dets = [
+                Detection(
+                    frame_index=f.frame_index,
+                    time_s=f.time_s,
+                    identity=f.identity,
+                    x0=f.face.x0,
+                    y0=f.face.y0,
+                    x1=f.face.x1,
+                    y1=f.face.y1,
+                    det_score=f.face.score,
+                    score=float(f.score) if f.score is not None else float("nan"),
+                )
+                for f in r.faces
+            ]
+            video.detections = dets
+            for sc in r.crops:
+                data, h, w = b"", 0, 0
+                if sc.attention is not None:
+                    h, w = sc.attention.shape
+                    data = db.encode_mask(sc.attention, mask_encoding)
+                dets[sc.face_index].attention = AttentionMask(
+                    h=h, w=w, encoding=mask_encoding, data=data, crop_size=sc.size, crop_jpeg=sc.jpeg
+                )
+            v = r.verdict
+            if v is not None:
+                common = dict(scan_id=scan_id, model_id=model_id, threshold=threshold, strategy=strategy)
+                video.verdicts = [
+                    Verdict(identity=iv.identity, score=iv.score, label=iv.label, n_faces=iv.n_faces,
+                            t_first=iv.t_first, t_last=iv.t_last, **common)
+                    for iv in v.identities
+                ] + [
+                    Verdict(identity=None, score=v.score, label=v.label, n_faces=v.n_faces,
+                            t_first=v.t_first, t_last=v.t_last, **common)
+                ]
+            counter = {
+                db.STATUS_OK: Scan.n_ok,
+                db.STATUS_NO_FACE: Scan.n_no_face,
+                db.STATUS_ERROR: Scan.n_error,
+                db.STATUS_SKIPPED: Scan.n_skipped,
+            }[r.status]
+            values = {counter.key: counter + 1, "n_frames": Scan.n_frames + r.n_frames, "n_faces": Scan.n_faces + len(r.faces)}
+            if r.flagged:
+                values["n_flagged"] = Scan.n_flagged + 1
+            if info is not None and info.duration_s and r.status in (db.STATUS_OK, db.STATUS_NO_FACE):
+                values["video_seconds"] = Scan.video_seconds + info.duration_s
+            s.flush()
+            s.execute(update(Scan).where(Scan.id == scan_id).values(**values))
+            return video.id
+
+    def finish_scan(self, scan_id: int, status: str, wall_s: float) -> ScanSummary:
+        """Close the scan row and read its final counts back."""
+        with db.session(self.engine) as s, s.begin():
+            scan = s.get(Scan, scan_id)
+            assert scan is not None
+            scan.status = status
+            scan.finished_at = db.utcnow()
+            scan.wall_s = wall_s
+            s.flush()
+            return ScanSummary(
+                scan_id=scan_id,
+                n_found=scan.n_found,
+                n_ok=scan.n_ok,
+                n_no_face=scan.n_no_face,
+                n_error=scan.n_error,
+                n_skipped=scan.n_skipped,
+                n_flagged=scan.n_flagged,
+                n_frames=scan.n_frames,
+                n_faces=scan.n_faces,
+                video_seconds=scan.video_seconds,
+                wall_s=wall_s,
+            )

@@ -1,0 +1,463 @@
+"""The verdict store: SQLAlchemy 2.0 models of scans, videos, detections, verdicts and attention masks.
+
+One SQLite file by default (any SQLAlchemy URL works). Every table and column is documented in
+``docs/scanner.md``; analysts query it with plain SQL, so names are plain and stable.
+
+- ``scans``: one row per ``acfd-scan`` run (arguments, model, status, counts).
+- ``models``: one row per model artifact seen (content hash, backend, metadata JSON).
+- ``videos``: one row per file a scan processed (file facts, decode facts, status, error, timings).
+- ``detections``: one row per face found on a sampled frame (box, detector score, model score, identity).
+- ``verdicts``: per identity (``identity`` set) and per video (``identity`` NULL); label fake|real|no_face.
+- ``attention_masks``: for a few stored face crops: the model's attention map and a small JPEG of the crop.
+- ``latest_verdicts`` (view): each video path's most recent whole-video verdict.
+- ``meta``: key/value, holds ``schema_version`` for migrations.
+
+Writes on SQLite use WAL, foreign keys and ``BEGIN IMMEDIATE`` so several scans can share a file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from .errors import AcfdError
+
+# Version of the table layout below. Bump it with every change and add a migration step to
+# ``MIGRATIONS`` (from version N to N + 1).
+DB_SCHEMA_VERSION = 1
+
+# Values of ``videos.status``.
+STATUS_OK = "ok"  # decoded, faces found, verdicts stored
+STATUS_NO_FACE = "no_face"  # decoded, no face on any sampled frame: an explicit no_face verdict
+STATUS_ERROR = "error"  # could not be read or decoded: ``videos.error`` says why, in one line
+STATUS_SKIPPED = "skipped"  # not analysed on purpose: the same file (inode) under another path
+VIDEO_STATUSES = (STATUS_OK, STATUS_NO_FACE, STATUS_ERROR, STATUS_SKIPPED)
+
+# Values of ``verdicts.label``.
+LABEL_FAKE = "fake"
+LABEL_REAL = "real"
+LABEL_NO_FACE = "no_face"
+LABELS = (LABEL_FAKE, LABEL_REAL, LABEL_NO_FACE)
+
+# Values of ``scans.status``.
+SCAN_RUNNING = "running"
+SCAN_DONE = "done"
+SCAN_FAILED = "failed"  # stopped by an error that is not one video's fault
+SCAN_INTERRUPTED = "interrupted"  # Ctrl-C, or found dead (killed) by a later scan on the same host
+SCAN_STATUSES = (SCAN_RUNNING, SCAN_DONE, SCAN_FAILED, SCAN_INTERRUPTED)
+
+# Encodings of ``attention_masks.data``.
+MASK_PNG = "png"  # 8-bit grayscale PNG, value = round(255 * attention)
+MASK_U8 = "u8"  # raw uint8 bytes, row-major h x w, value = round(255 * attention)
+
+# One naming convention for every constraint and index, so migrations can name them (Alembic-style).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class StoreError(AcfdError):
+    """The verdict store cannot be opened, is of a newer version, or holds inconsistent data."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Meta(Base):
+    """Key/value facts about the database itself (``schema_version``, ``created_by``)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Model(Base):
+    """A model artifact, identified by the hash of its content (``Backend.model_id``)."""
+
+    __tablename__ = "models"
+
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(String(32))
+    # ArtifactMeta.to_json(): input size, threshold, radii, preset, config hash, ...
+    meta_json: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Scan(Base):
+    """One run of ``acfd-scan``."""
+
+    __tablename__ = "scans"
+    __table_args__ = (CheckConstraint(_in("status", SCAN_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default=SCAN_RUNNING)
+    # The scan's settings as JSON (paths, fps/frames, strategy, batch size, device, ...).
+    args: Mapped[str] = mapped_column(Text, default="{}")
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.model_id"))
+    strategy: Mapped[str] = mapped_column(String(32))
+    threshold: Mapped[float] = mapped_column(Float)
+    backend: Mapped[str] = mapped_column(String(32), default="")
+    device: Mapped[str] = mapped_column(String(32), default="")
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    acfd_version: Mapped[str] = mapped_column(String(32), default="")
+    # Counts, updated as videos are committed and final when the scan finishes.
+    n_found: Mapped[int] = mapped_column(Integer, default=0)  # video candidates discovered
+    n_ok: Mapped[int] = mapped_column(Integer, default=0)
+    n_no_face: Mapped[int] = mapped_column(Integer, default=0)
+    n_error: Mapped[int] = mapped_column(Integer, default=0)  # includes unreadable paths
+    n_skipped: Mapped[int] = mapped_column(Integer, default=0)  # already scanned, or a duplicate inode
+    n_flagged: Mapped[int] = mapped_column(Integer, default=0)  # videos with a whole-video "fake" verdict
+    n_frames: Mapped[int] = mapped_column(Integer, default=0)  # frames decoded and searched for faces
+    n_faces: Mapped[int] = mapped_column(Integer, default=0)  # detections scored by the model
+    video_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # duration of the videos analysed
+    wall_s: Mapped[float | None] = mapped_column(Float)
+
+    videos: Mapped[list[Video]] = relationship(
+        back_populates="scan", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Video(Base):
+    """One file processed by one scan (a re-scan adds a new row; the newest is the current one)."""
+
+    __tablename__ = "videos"
+    __table_args__ = (
+        UniqueConstraint("scan_id", "path_key"),
+        CheckConstraint(_in("status", VIDEO_STATUSES), name="status"),
+        CheckConstraint("status != 'error' OR error IS NOT NULL", name="error_has_text"),
+        # The resume lookup: same path, size, mtime and model.
+        Index(None, "path_key", "model_id", "size", "mtime_ns"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.model_id"))
+    # ``path`` is for people (absolute, undecodable bytes shown as U+FFFD); ``path_key`` is the exact
+    # file-system bytes (os.fsencode), the identity used for resume and by ``latest_verdicts``.
+    path: Mapped[str] = mapped_column(Text, index=True)
+    path_key: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    # "ht1:" + sha256 over the size, the first and the last MiB: cheap, finds copies and renames.
+    content_hash: Mapped[str | None] = mapped_column(String(80), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)  # one line, for status "error" (or why "skipped")
+    # Decoded stream facts (NULL when the file could not be opened).
+    container: Mapped[str | None] = mapped_column(String(64))
+    codec: Mapped[str | None] = mapped_column(String(64))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    fps: Mapped[float | None] = mapped_column(Float)  # average frame rate of the stream
+    n_frames_total: Mapped[int | None] = mapped_column(Integer)  # frames in the stream (container's count)
+    width: Mapped[int | None] = mapped_column(Integer)  # displayed size, after rotation
+    height: Mapped[int | None] = mapped_column(Integer)
+    rotation: Mapped[int | None] = mapped_column(Integer)  # degrees clockwise applied for display
+    decoder: Mapped[str | None] = mapped_column(String(32))  # "pyav" or "decord"
+    # What the scan did.
+    n_frames: Mapped[int] = mapped_column(Integer, default=0)  # frames sampled and searched
+    n_faces: Mapped[int] = mapped_column(Integer, default=0)
+    n_identities: Mapped[int] = mapped_column(Integer, default=0)
+    # Seconds spent per stage on this video (decode in the worker, detect, infer, aggregate + store).
+    t_decode: Mapped[float] = mapped_column(Float, default=0.0)
+    t_detect: Mapped[float] = mapped_column(Float, default=0.0)
+    t_infer: Mapped[float] = mapped_column(Float, default=0.0)
+    t_store: Mapped[float] = mapped_column(Float, default=0.0)
+    scanned_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    scan: Mapped[Scan] = relationship(back_populates="videos")
+    detections: Mapped[list[Detection]] = relationship(
+        back_populates="video", cascade="all, delete-orphan", passive_deletes=True
+    )
+    verdicts: Mapped[list[Verdict]] = relationship(
+        back_populates="video", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Detection(Base):
+    """One face on one sampled frame, with the model's score for its crop."""
+
+    __tablename__ = "detections"
+    __table_args__ = (Index(None, "video_id", "identity"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    frame_index: Mapped[int] = mapped_column(Integer)  # 0-based index of the frame in decode order
+    time_s: Mapped[float] = mapped_column(Float)  # presentation time of the frame
+    identity: Mapped[int] = mapped_column(Integer)  # 0, 1, ... per video: faces tracked across frames
+    # Face box in displayed full-resolution pixels (may extend past the frame).
+    x0: Mapped[float] = mapped_column(Float)
+    y0: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    det_score: Mapped[float] = mapped_column(Float)  # detector confidence
+    score: Mapped[float] = mapped_column(Float)  # the model's score (distance ||C||, or P(fake))
+
+    video: Mapped[Video] = relationship(back_populates="detections")
+    attention: Mapped[AttentionMask | None] = relationship(
+        back_populates="detection", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Verdict(Base):
+    """A decision: per identity (``identity`` set) or for the whole video (``identity`` NULL)."""
+
+    __tablename__ = "verdicts"
+    __table_args__ = (
+        CheckConstraint(_in("label", LABELS), name="label"),
+        # A no_face verdict never carries a made-up score; every other verdict has one.
+        CheckConstraint("(label = 'no_face') = (score IS NULL)", name="no_face_no_score"),
+        Index(None, "video_id", "identity"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"))
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.model_id"), index=True)
+    identity: Mapped[int | None] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(16), index=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    strategy: Mapped[str] = mapped_column(String(32))
+    n_faces: Mapped[int] = mapped_column(Integer, default=0)  # frame scores that went into it
+    # For a video: the first and last time a face of this identity (or any face) was seen.
+    t_first: Mapped[float | None] = mapped_column(Float)
+    t_last: Mapped[float | None] = mapped_column(Float)
+
+    video: Mapped[Video] = relationship(back_populates="verdicts")
+
+
+class AttentionMask(Base):
+    """The model's attention map for one stored face crop, plus a small JPEG of the crop itself."""
+
+    __tablename__ = "attention_masks"
+    __table_args__ = (CheckConstraint(_in("encoding", (MASK_PNG, MASK_U8)), name="encoding"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    detection_id: Mapped[int] = mapped_column(
+        ForeignKey("detections.id", ondelete="CASCADE"), unique=True
+    )
+    h: Mapped[int] = mapped_column(Integer)
+    w: Mapped[int] = mapped_column(Integer)
+    encoding: Mapped[str] = mapped_column(String(8))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    # The face crop the model saw (RGB), downscaled to ``crop_size`` and JPEG-encoded.
+    crop_size: Mapped[int] = mapped_column(Integer)
+    crop_jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+
+    detection: Mapped[Detection] = relationship(back_populates="attention")
+
+
+# Each video path's most recent whole-video verdict (any model), with the file facts beside it.
+LATEST_VERDICTS_SQL = """
+CREATE VIEW latest_verdicts AS
+SELECT
+    v.path AS path,
+    v.path_key AS path_key,
+    v.id AS video_id,
+    v.status AS status,
+    v.duration_s AS duration_s,
+    v.n_identities AS n_identities,
+    vd.id AS verdict_id,
+    vd.scan_id AS scan_id,
+    vd.model_id AS model_id,
+    vd.label AS label,
+    vd.score AS score,
+    vd.threshold AS threshold,
+    vd.strategy AS strategy,
+    vd.n_faces AS n_faces,
+    v.scanned_at AS scanned_at
+FROM verdicts vd
+JOIN videos v ON v.id = vd.video_id
+WHERE vd.identity IS NULL
+  AND vd.id = (
+    SELECT MAX(vd2.id)
+    FROM verdicts vd2
+    JOIN videos v2 ON v2.id = vd2.video_id
+    WHERE v2.path_key = v.path_key AND vd2.identity IS NULL
+  )
+"""
+
+
+
+def _view_missing(ddl: Any, target: Any, bind: Any, **kw: Any) -> bool:
+    from sqlalchemy import inspect
+
+    return "latest_verdicts" not in inspect(bind).get_view_names()
+
+
+event.listen(Base.metadata, "after_create", DDL(LATEST_VERDICTS_SQL).execute_if(callable_=_view_missing))
+event.listen(Base.metadata, "before_drop", DDL("DROP VIEW IF EXISTS latest_verdicts"))
+
+# Migration steps: MIGRATIONS[n](connection) upgrades a database from version n to n + 1.
+MIGRATIONS: dict[int, Any] = {}
+
+
+def database_url(db: str | os.PathLike[str]) -> str:
+    """An SQLAlchemy URL from a URL or a file path (a path means an SQLite file)."""
+    s = os.fspath(db)
+    if "://" in s:
+        return s
+    return f"sqlite:///{Path(s).expanduser().resolve()}"
+
+
+def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
+    # pysqlite's own transaction handling starts transactions lazily (deferred) and can deadlock two
+    # writers; take the write lock at BEGIN instead (SQLAlchemy docs, "Serializable isolation /
+    # Savepoints / Transactional DDL" recipe for pysqlite).
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, no corruption
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(db: str | os.PathLike[str], busy_timeout_ms: int = 60_000, **kw: Any) -> Engine:
+    """An engine for ``db`` (a URL or an SQLite file path); SQLite gets WAL, foreign keys, a busy wait."""
+    url = database_url(db)
+    try:
+        engine = create_engine(url, **kw)
+    except Exception as e:  # bad URL, missing driver
+        raise StoreError(f"cannot open database {url!r}: {e}") from e
+    if engine.dialect.name == "sqlite":
+        _sqlite_setup(engine, busy_timeout_ms)
+    return engine
+
+
+def init_db(engine: Engine) -> int:
+    """Create missing tables and the view, migrate an older database; returns the schema version.
+
+    Raises :class:`StoreError` for a database written by a newer acfd.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.begin() as conn:
+            existing = set(inspect(conn).get_table_names())
+            if existing and "meta" not in existing:  # someone else's database: never add our tables to it
+                raise StoreError(
+                    f"{engine.url.database or engine.url} is not an acfd verdict store (it has tables "
+                    f"{', '.join(sorted(existing)[:6])} and no meta table); choose another --db"
+                )
+            if "meta" in existing:
+                row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+                version = int(row) if row is not None else DB_SCHEMA_VERSION
+                if version > DB_SCHEMA_VERSION:
+                    raise StoreError(
+                        f"database schema version {version} is newer than this acfd understands "
+                        f"({DB_SCHEMA_VERSION}); upgrade acfd"
+                    )
+                while version < DB_SCHEMA_VERSION:
+                    MIGRATIONS[version](conn)
+                    version += 1
+                    conn.execute(
+                        Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(version))
+                    )
+            if not existing >= set(Base.metadata.tables) or "latest_verdicts" not in inspect(conn).get_view_names():
+                Base.metadata.create_all(conn, checkfirst=True)  # the view too, when missing
+            if conn.execute(select(Meta.key).where(Meta.key == "schema_version")).first() is None:
+                conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(DB_SCHEMA_VERSION)))
+    except SQLAlchemyError as e:
+        detail = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]  # one line
+        raise StoreError(f"cannot initialise the verdict store at {engine.url!r}: {detail}") from e
+    return DB_SCHEMA_VERSION
+
+
+def open_store(db: str | os.PathLike[str], **kw: Any) -> Engine:
+    """``make_engine`` + ``init_db``: a ready verdict store."""
+    engine = make_engine(db, **kw)
+    init_db(engine)
+    return engine
+
+
+def session(engine: Engine) -> Session:
+    """A session that keeps loaded objects usable after commit."""
+    return Session(engine, expire_on_commit=False)
+
+
+def encode_mask(attention: Any, encoding: str = MASK_PNG) -> bytes:
+    """A float attention map in [0, 1] (h x w) as compact bytes (8-bit PNG or raw uint8)."""
+    import numpy as np
+
+    a = np.asarray(attention, dtype=np.float32)
+    if a.ndim != 2:
+        raise StoreError(f"attention map must be 2-D, got shape {a.shape}")
+    u8 = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
+    if encoding == MASK_U8:
+        return u8.tobytes()
+    if encoding == MASK_PNG:
+        import cv2
+
+        ok, buf = cv2.imencode(".png", u8)
+        if not ok:
+            raise StoreError("PNG encoding of an attention map failed")
+        return buf.tobytes()
+    raise StoreError(f"unknown mask encoding {encoding!r}")
+
+
+def decode_mask(data: bytes, h: int, w: int, encoding: str = MASK_PNG) -> Any:
+    """The inverse of :func:`encode_mask`: a float32 h x w array in [0, 1] (quantised to 1/255)."""
+    import numpy as np
+
+    if encoding == MASK_U8:
+        u8 = np.frombuffer(data, dtype=np.uint8)
+        if u8.size != h * w:
+            raise StoreError(f"mask has {u8.size} bytes, expected {h}x{w}")
+        u8 = u8.reshape(h, w)
+    elif encoding == MASK_PNG:
+        import cv2
+
+        u8 = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+        if u8 is None or u8.shape != (h, w):
+            raise StoreError(f"mask PNG is corrupt or not {h}x{w}")
+    else:
+        raise StoreError(f"unknown mask encoding {encoding!r}")
+    return u8.astype(np.float32) / 255.0

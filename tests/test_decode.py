@@ -1,0 +1,143 @@
+"""Decoding: facts, sampling by time (CFR and VFR), rotation, both decoders, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from acfd.scanner.decode import EVERY_FRAME, DecodeError, Sampling, open_frames, probe, select_indices
+
+from tests import scan_helpers as H
+from tests.media import write_video
+
+DECODERS = ["decord", "pyav"]
+
+
+def test_select_indices():
+    t = np.arange(50) / 25.0  # 2 s at 25 fps
+    assert select_indices(t, Sampling(fps=1)) == [0, 25]
+    assert select_indices(t, Sampling(fps=2)) == [0, 13, 25, 38]  # first frame at or after 0, .5, 1, 1.5
+    assert select_indices(t, Sampling(fps=None, frames=4)) == [6, 19, 31, 44]  # centres of 4 equal parts
+    assert select_indices(t, EVERY_FRAME) == list(range(50))
+    assert select_indices(t[:3], Sampling(fps=None, frames=10)) == [0, 1, 2]  # never more than there is
+    vfr = np.array([0.0, 0.1, 0.2, 1.5, 1.6, 3.05])
+    assert select_indices(vfr, Sampling(fps=1)) == [0, 3, 5]  # targets 0, 1, 2, 3 s
+    with pytest.raises(DecodeError):
+        Sampling(fps=1, frames=3)
+    with pytest.raises(DecodeError):
+        Sampling(fps=None, frames=0)
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vids(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dec")
+    return {
+        "face": H.face_video(d / "face.mp4", n=25, fps=10),
+        "rot": H.rotated_face_video(d / "rot.mp4", n=3),
+        "vfr": H.vfr_video(d / "vfr.mp4", [0.0, 0.04, 0.08, 1.3, 1.33, 2.9, 3.0]),
+        "one": write_video(d / "one.mp4", H.moving_face_frames(1, (120, 160)), fps=25),
+        "4k": H.four_k(d / "4k.mp4"),
+        "audio": H.audio_only(d / "audio.m4a"),
+        "zero": _write(d / "zero.mp4", b""),
+        "random": H.random_bytes(d / "random.mp4"),
+        "text": _write(d / "text.avi", b"just some text\n" * 20),
+    }
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_sampling_cfr(vids, decoder):
+    info, frames = open_frames(str(vids["face"]), Sampling(fps=1), decoder)
+    got = [(f.index, round(f.time_s, 3), f.image.shape) for f in frames]
+    assert info.decoder == decoder and info.width == 320 and info.height == 240
+    assert info.duration_s == pytest.approx(2.5, abs=0.11) and info.fps == pytest.approx(10)
+    assert got == [(0, 0.0, (240, 320, 3)), (10, 1.0, (240, 320, 3)), (20, 2.0, (240, 320, 3))]
+    _, frames = open_frames(str(vids["face"]), Sampling(fps=None, frames=4), decoder)
+    assert [f.index for f in frames] == [3, 9, 16, 22]  # nearest to 0.3125, 0.9375, 1.5625, 2.1875 s
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_sampling_vfr_by_time(vids, decoder):
+    # frames at 0, .04, .08, 1.3, 1.33, 2.9, 3.0 s; targets 0, 1, 2, 3 s: the first frame at or after each
+    _, frames = open_frames(str(vids["vfr"]), Sampling(fps=1), decoder)
+    assert [(f.index, round(f.time_s, 2)) for f in frames] == [(0, 0.0), (3, 1.3), (5, 2.9), (6, 3.0)]
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_rotation_is_applied(vids, decoder):
+    info, frames = open_frames(str(vids["rot"]), Sampling(fps=None, frames=1), decoder)
+    (f,) = list(frames)
+    assert info.rotation == 90 and (info.width, info.height) == (320, 240)
+    assert f.image.shape == (240, 320, 3)
+    # upright again: equal (up to compression) to the frame that was written before turning it
+    want = H.moving_face_frames(3, (240, 320))[f.index]
+    assert np.abs(f.image.astype(int) - want).mean() < 6
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_one_frame_and_4k(vids, decoder):
+    _, frames = open_frames(str(vids["one"]), Sampling(fps=1), decoder)
+    assert [f.index for f in frames] == [0]
+    info, frames = open_frames(str(vids["4k"]), EVERY_FRAME, decoder)
+    assert (info.width, info.height) == (3840, 2160)
+    assert [f.image.shape for f in frames] == [(2160, 3840, 3)] * 2
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("zero", "empty file (0 bytes)"),
+        ("random", "not a readable video container"),
+        ("text", "not a readable video container"),
+        ("audio", "no video stream (streams: audio)"),
+    ],
+)
+def test_bad_files_give_one_line(vids, name, message):
+    with pytest.raises(DecodeError) as e:
+        probe(str(vids[name]))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_truncated(vids, tmp_path):
+    # x264 in MP4 writes its index (moov) at the end: cut in half, the file has no index
+    cut = H.truncated(vids["face"], tmp_path / "cut.mp4")
+    with pytest.raises(DecodeError, match="not a readable video container"):
+        probe(str(cut))
+
+
+def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatch):
+    from acfd.scanner import decode, worker
+
+    real = decode._frames_decord
+
+    def failing(vr, info, sampling, chunk=8):
+        it = real(vr, info, sampling, chunk)
+        yield next(it)
+        raise RuntimeError("DECORDError: simulated damaged packet")
+
+    monkeypatch.setattr(decode, "_frames_decord", failing)
+
+    class NoFaces:
+        def detect(self, image):
+            return []
+
+    class Sink:
+        def __init__(self):
+            self.msgs = []
+
+        def send(self, m):
+            self.msgs.append(m)
+
+    sink = Sink()
+    cfg = worker.WorkerConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="auto")
+    worker._process_video(cfg, NoFaces(), 7, str(vids["face"]), sink)
+    frames = [m[2].index for m in sink.msgs if m[0] == worker.MSG_FRAME]
+    assert frames == [0, 10, 20]  # frame 0 from decord, the rest from PyAV, none twice
+    assert sink.msgs[-1][0] == worker.MSG_DONE and sink.msgs[-1][2][3] == "decord+pyav"
+    # asked for decord only, the failure is the video's error
+    cfg = worker.WorkerConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="decord")
+    with pytest.raises(DecodeError, match="simulated damaged packet"):
+        worker._process_video(cfg, NoFaces(), 8, str(vids["face"]), Sink())
