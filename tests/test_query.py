@@ -436,3 +436,11 @@ def test_other_databases_accept_only_read_statements(sql, ok):
     from acfd.scanner.query import _READ_STATEMENT
 
     assert bool(_READ_STATEMENT.match(sql)) is ok
+
+
+def test_readme_lists_the_tested_examples():
+    """The README's example queries are the ones test_docs_examples_return_the_expected_rows runs."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sql\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 6
+    assert sorted(blocks) == sorted(doc_queries().values())
