@@ -7,7 +7,6 @@ dataset has the PairedCropDataset item format (the real cache is used in test_ev
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +32,7 @@ from tests.model_helpers import TinyPairs, cache_batch, crop_cache
 SIZE = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # On 2 shared cores a second intra-op thread mostly spins; one thread is faster and steadier.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _eval_scores(tr: Trainer, batch: dict) -> tuple[np.ndarray, np.ndarray]:
