@@ -96,6 +96,9 @@ def _fmt_s(s: float) -> str:
 @click.option("--jsonl", type=click.File("w", lazy=False), default=None, help="Also write one JSON line per video ('-': stdout).")
 @click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=DEFAULT_STRATEGY, show_default=True,
               help="How frame scores become an identity score (see docs/scanner.md).")
+@click.option("--min-support", type=click.IntRange(min=1), default=None,
+              help="Faces a person needs to flag a video on their own [default: max(2, 10% of the frames with "
+                   "a face)]; 1 lets any single face flag it.")
 @click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True,
               help="Seconds a video's decoder may make no progress before it is killed (error row).")

@@ -78,6 +78,7 @@ class ScanConfig:
     rescan: bool = False
     retry_errors: bool = False
     strategy: str = DEFAULT_STRATEGY
+    min_support: int | None = None  # faces an identity needs to flag a video; None: max(2, 10% of face frames)
     decoder: str = "auto"
     timeout_s: float = 300.0  # a decode worker silent this long on one video is killed
     store_crops: int = 3  # face crops (thumbnail + attention) kept per identity, highest scores
@@ -101,6 +102,8 @@ class ScanConfig:
             raise ScanError("need at least one worker")
         if self.timeout_s <= 0:
             raise ScanError("timeout must be positive")
+        if self.min_support is not None and self.min_support < 1:
+            raise ScanError("min_support must be >= 1")
         if self.store_crops < 0:
             raise ScanError("store_crops must be >= 0")
         Sampling(self.fps, self.frames)  # validates
@@ -233,7 +236,7 @@ class Scanner:
             if r.faces:
                 r.verdict = aggregate(
                     [f.identity for f in r.faces], [f.time_s for f in r.faces],
-                    [float(f.score) for f in r.faces], self.cfg.strategy, self.scale,
+                    [float(f.score) for f in r.faces], self.cfg.strategy, self.scale, self.cfg.min_support,
                 )
                 r.status = db.STATUS_OK
             else:
@@ -264,6 +267,20 @@ class Scanner:
                 heapq.heappush(heap, entry)
             else:
                 heapq.heapreplace(heap, entry)
+
+    def _merge_identities(self, job: _Job, mapping: dict[int, int]) -> None:
+        """Apply the worker's tracklet -> person map to the faces and the kept crops."""
+        for f in job.result.faces:
+            f.identity = mapping.get(f.identity, f.identity)
+        merged: dict[int, list[tuple[float, int, StoredCrop]]] = {}
+        for old, heap in job.kept.items():
+            merged.setdefault(mapping.get(old, old), []).extend(heap)
+        k = self.cfg.store_crops
+        job.kept = {}
+        for ident, entries in merged.items():
+            top = heapq.nlargest(k, entries, key=lambda e: (e[0], e[1]))
+            heapq.heapify(top)
+            job.kept[ident] = top
 
     # -- the scan ----------------------------------------------------------------------------------
     def run(self, progress: ProgressFn | None = None, on_result: Callable[[VideoResult], None] | None = None) -> ScanSummary:
@@ -418,7 +435,9 @@ class Scanner:
                                 assert fr.crops is not None
                                 eng.inq.put(_Item(job.vid, len(r.faces) - 1, fr.crops[k]))
                         elif ev.kind == W.MSG_DONE:
-                            n, t_dec, t_det, decoder = ev.payload
+                            n, t_dec, t_det, decoder, *merged = ev.payload
+                            if merged and merged[0]:
+                                self._merge_identities(job, merged[0])
                             r.timings.decode, r.timings.detect = t_dec, t_det
                             if r.info is not None and r.info.decoder != decoder:
                                 r.info = dataclasses.replace(r.info, decoder=decoder)

@@ -32,7 +32,7 @@ from .decode import DecodeError, Sampling
 MSG_READY = "ready"  # worker started: payload None
 MSG_INFO = "info"  # payload VideoInfo
 MSG_FRAME = "frame"  # payload FrameResult
-MSG_DONE = "done"  # payload (n_frames, t_decode, t_detect, decoder used)
+MSG_DONE = "done"  # payload (n_frames, t_decode, t_detect, decoder used[, {tracklet: identity}])
 MSG_ERROR = "error"  # payload one-line message
 
 
@@ -114,17 +114,18 @@ def _process_video(cfg: WorkerConfig, detector: Any, vid: int, path: str, conn: 
         last_t = frame.time_s
         t0 = time.perf_counter()
         faces = detector.detect(frame.image)
-        ids = tracker.update(faces)
         crops = None
         if faces:
             crops = np.stack([crop(frame.image, crop_box(f, cfg.crop_margin), cfg.crop_size) for f in faces])
+        ids = tracker.update(faces, crops)
         t_det = time.perf_counter() - t0
         t_detect_total += t_det
         conn.send((MSG_FRAME, vid, FrameResult(frame.index, frame.time_s, tuple(faces), tuple(ids), crops, t_dec, t_det)))
         n += 1
     if n == 0:
         raise DecodeError("no decodable video frames")
-    conn.send((MSG_DONE, vid, (n, t_decode_total, t_detect_total, decoder)))
+    # identities are tracklets until here: the appearance merge maps them to people (0..k-1)
+    conn.send((MSG_DONE, vid, (n, t_decode_total, t_detect_total, decoder, tracker.identity_map())))
 
 
 def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:

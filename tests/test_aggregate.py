@@ -98,3 +98,48 @@ def test_tracker_gap_ends_a_track():
     t.update([])
     t.update([])
     assert t.update([_face(0, 0)]) == [1]
+
+
+def test_a_stray_face_cannot_flag_a_video_on_its_own():
+    from acfd.scanner.aggregate import default_min_support
+
+    # identity 0: a real person on 10 frames; identity 1: one very suspicious stray detection
+    ids = [0] * 10 + [1]
+    times = [float(t) for t in range(10)] + [4.0]
+    scores = [1.0] * 10 + [17.0]
+    v = aggregate(ids, times, scores, "mean", DIST)
+    assert v.label == "real" and not v.flagged and v.score == pytest.approx(1.0)
+    stray = v.identities[1]
+    assert (stray.identity, stray.label, stray.n_faces, stray.supported) == (1, "fake", 1, False)
+    assert v.identities[0].supported
+    # the old rule (any identity decides) is min_support=1
+    assert aggregate(ids, times, scores, "mean", DIST, min_support=1).label == "fake"
+    # two faces are enough support in a short video: a second person really seen twice does flag it
+    v = aggregate(ids + [1], times + [5.0], scores + [16.0], "mean", DIST)
+    assert v.label == "fake" and v.score == pytest.approx(16.5)
+    assert [default_min_support(n) for n in (0, 1, 20, 21, 30, 31, 100)] == [2, 2, 2, 3, 3, 4, 10]
+    with pytest.raises(AggregateError, match="min_support"):
+        aggregate(ids, times, scores, "mean", DIST, min_support=0)
+
+
+def test_short_videos_still_get_a_verdict():
+    # one frame, one face: nothing is supported, so every identity counts (the rule before support)
+    v = aggregate([0], [0.0], [15.0], DEFAULT_STRATEGY, DIST)
+    assert v.label == "fake" and v.score == pytest.approx(15.0) and not v.identities[0].supported
+    v = aggregate([0, 1], [0.0, 0.0], [2.0, 15.0], DEFAULT_STRATEGY, DIST)
+    assert v.label == "fake" and [i.label for i in v.identities] == ["real", "fake"]
+    v = aggregate([0], [0.0], [3.0], DEFAULT_STRATEGY, DIST)
+    assert v.label == "real"
+
+
+def test_min_support_option_is_validated():
+    from acfd.scanner.cli import main
+    from acfd.scanner.pipeline import ScanConfig, ScanError
+    from click.testing import CliRunner
+
+    assert ScanConfig(paths=("x",)).min_support is None
+    assert ScanConfig(paths=("x",), min_support=3).min_support == 3
+    with pytest.raises(ScanError, match="min_support"):
+        ScanConfig(paths=("x",), min_support=0)
+    r = CliRunner().invoke(main, ["scan", "x.mp4", "--model", __file__, "--min-support", "0"])
+    assert r.exit_code == 4 and "--min-support" in r.output and "x>=1" in r.output, r.output
