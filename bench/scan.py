@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+from acfd.scanner.pipeline import CPU_BATCH
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "videos"
@@ -140,7 +141,7 @@ def main(data: Path, model: Path | None, modes: str, all_data: Path | None, work
     weights = "trained" if model else "random init"
     model = model or random_model(out_dir / "paper299_random.onnx")
     backend = load(model, device="auto")
-    bound = model_bound(backend, batch_size or 16)
+    bound = model_bound(backend, batch_size or CPU_BATCH)
     bound1 = model_bound(backend, 1, reps=8)
     sampling = {"fps1": {"fps": 1.0}, "all": {"fps": 1000.0}}
     rows = []
@@ -156,7 +157,7 @@ def main(data: Path, model: Path | None, modes: str, all_data: Path | None, work
     hdr = f"{'mode':5} {'method':8} {'videos':>6} {'video-s':>8} {'frames':>6} {'faces':>5} {'wall s':>7} " \
           f"{'vid-s/s':>7} {'crops/s':>7} {'decode':>7} {'detect':>7} {'infer':>7} {'store':>6} {'engine busy':>11}"
     print(f"model: {backend.name} {backend.meta.input_size}px ({weights}), model alone {bound:.1f} crops/s "
-          f"(batch {batch_size or 16}), {bound1:.1f} crops/s (batch 1) "
+          f"(batch {batch_size or CPU_BATCH}), {bound1:.1f} crops/s (batch 1) "
           f"on {os.cpu_count()} cores ({platform.processor() or platform.machine()})")
     print(hdr)
     for r in rows:

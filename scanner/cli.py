@@ -89,7 +89,7 @@ def _fmt_s(s: float) -> str:
 @click.option("--fps", type=float, default=None, help="Frames sampled per second of video [default: 1].")
 @click.option("--frames", type=int, default=None, help="Sample N frames spread evenly over each video instead.")
 @click.option("--every-frame", is_flag=True, help="Take every frame (slow; for short clips and benchmarks).")
-@click.option("--batch-size", type=int, default=None, help="Crops per model call [default: the engine's, else 16 on CPU].")
+@click.option("--batch-size", type=int, default=None, help="Crops per model call [default: the engine's, else 4 on CPU].")
 @click.option("--workers", type=int, default=None, help="Decode + face-detection processes [default: cores - 1].")
 @click.option("--rescan", is_flag=True, help="Scan again videos already scanned with this model.")
 @click.option("--retry-errors", is_flag=True, help="Scan again videos whose last scan ended in an error.")

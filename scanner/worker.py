@@ -53,6 +53,7 @@ class WorkerConfig:
     min_face_score: float = 0.5
     detect_max_side: int = 640
     memory_limit_mb: int | None = None  # RLIMIT_AS of each worker; None = no limit
+    nice: int = 10  # niceness added in the worker: the engine gets the cores it shares with decoding
     quiet_native_logs: bool = True
 
     def __post_init__(self) -> None:
@@ -138,6 +139,10 @@ def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.close(devnull)
+    if cfg.nice:
+        # Where decode workers and the engine share CPU cores, the engine should win them: ONNX Runtime's
+        # threads wait for each other at every layer, so a descheduled thread stalls them all.
+        os.nice(cfg.nice)
     if cfg.memory_limit_mb:
         import resource
 
