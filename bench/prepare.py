@@ -4,7 +4,7 @@ Runs over the real videos in ../shared/data/videos (and, with --faces, ../shared
 prints a table (video, resolution, frames, frames/s, frames with a face, faces) and writes JSON to
 bench/results/prepare.json.
 
-    .venv/bin/python bench/prepare.py [--data DIR] [--faces] [--frames N] [--detector full|short]
+    .venv/bin/python bench/prepare.py [--data DIR] [--faces] [--frames N] [--detector full|short|auto]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def bench_video(path: Path, det: FaceDetector, frames: int | None, size: int) ->
 )
 @click.option("--faces", "with_faces", is_flag=True, help="Also the talking-head clips in data/faces/videos.")
 @click.option("--frames", default=0, show_default=True, help="Frames sampled per video (0: every frame).")
-@click.option("--detector", default="full", show_default=True, type=click.Choice(["full", "short"]))
+@click.option("--detector", default="auto", show_default=True, type=click.Choice(["full", "short", "auto"]))
 @click.option("--size", default=299, show_default=True, help="Crop side.")
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=HERE / "results" / "prepare.json"
@@ -101,8 +101,9 @@ def main(data: Path | None, with_faces: bool, frames: int, detector: str, size: 
         )
     tot_frames = sum(r["frames"] for r in rows)
     tot_s = sum(r["seconds"] for r in rows)
+    label = "auto (full, then short range)" if detector == "auto" else f"{detector}-range"
     click.echo(f"all: {tot_frames} frames in {tot_s:.1f} s = {tot_frames / max(tot_s, 1e-9):.1f} frames/s "
-               f"({detector}-range detector, {os.cpu_count()} CPUs)")  # fmt: skip
+               f"({label} detector, {os.cpu_count()} CPUs)")  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "bench": "prepare",

@@ -104,8 +104,9 @@ def _fmt_s(s: float) -> str:
               help="Seconds a video's decoder may make no progress before it is killed (error row).")
 @click.option("--store-crops", type=int, default=3, show_default=True,
               help="Face crops (JPEG + attention map) stored per identity, most suspicious first.")
-@click.option("--detector", "detector_model", type=click.Choice(["full", "short"]), default="full", show_default=True,
-              help="BlazeFace model: full range (small and distant faces) or short range.")
+@click.option("--detector", "detector_model", type=click.Choice(["full", "short", "auto"]), default="auto", show_default=True,
+              help="BlazeFace model: full range (small and distant faces), short range, or auto (full, then short "
+                   "range on frames where full finds no face).")
 @click.option("--min-face-score", type=float, default=0.5, show_default=True)
 @click.option("--worker-memory", "worker_memory_mb", type=int, default=None,
               help="Address-space limit per decode worker in MB (a runaway decoder becomes an error row).")

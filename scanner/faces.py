@@ -34,6 +34,11 @@ MODEL_FILES: dict[str, str] = {
     "full": "face_detection_full_range_sparse.tflite",
 }
 
+# Detector modes: the two models, or "auto" = full range, then short range on a frame where full range
+# finds no face (close-ups that fill the frame, which full range misses; measured in docs/data.md).
+DetectorMode = Literal["full", "short", "auto"]
+DETECTOR_MODES: tuple[str, ...] = ("full", "short", "auto")
+
 # MediaPipe's keypoint order for BlazeFace.
 KEYPOINT_NAMES: tuple[str, ...] = (
     "right_eye",
@@ -126,15 +131,20 @@ def _check_rgb(frame: np.ndarray) -> None:
 class FaceDetector:
     """BlazeFace via MediaPipe Tasks (IMAGE mode).
 
-    Construction loads the model and warms it up (tens of ms); reuse one detector for many frames.
-    A detector is not safe to call from several threads at once: give each thread (or process) its
-    own. While a detector is being constructed or closed, the process's native stderr (fd 2) is
-    captured for those milliseconds, to keep LiteRT's log lines off the terminal.
+    ``model`` is "full" (full range), "short" (short range) or "auto": full range on every frame and,
+    on a frame where it finds no face, short range as well (its faces are returned instead). "auto"
+    loads both models once (about twice the memory of one, a few MB) and costs the same as "full" on
+    frames with a face; a frame without any face pays for both models.
+
+    Construction loads the model(s) and warms them up (tens of ms); reuse one detector for many
+    frames. A detector (any mode) is not safe to call from several threads at once: give each thread
+    (or process) its own. While a detector is being constructed or closed, the process's native
+    stderr (fd 2) is captured for those milliseconds, to keep LiteRT's log lines off the terminal.
     """
 
-    def __init__(
-        self, model: Literal["short", "full"] = "full", min_score: float = 0.5, max_side: int = 640
-    ) -> None:
+    def __init__(self, model: DetectorMode = "full", min_score: float = 0.5, max_side: int = 640) -> None:
+        if model not in DETECTOR_MODES:
+            raise FaceDetectorError(f"unknown face detector {model!r}: choose one of {', '.join(DETECTOR_MODES)}")
         if not 0.0 <= min_score <= 1.0:
             raise FaceDetectorError(f"min_score must lie in [0, 1], got {min_score}")
         if max_side < 32:
@@ -145,17 +155,26 @@ class FaceDetector:
         self.model = model
         self.min_score = float(min_score)
         self.max_side = int(max_side)
-        options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path(model))),
-            running_mode=vision.RunningMode.IMAGE,
-            min_detection_confidence=self.min_score,
-        )
+
+        def options(m: Literal["short", "full"]) -> vision.FaceDetectorOptions:
+            return vision.FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_path=str(model_path(m))),
+                running_mode=vision.RunningMode.IMAGE,
+                min_detection_confidence=self.min_score,
+            )
+
         self._detector = None
+        self._fallback = None  # "auto": the short-range model, run where the full-range one finds nothing
         err: Exception | None = None
         with _captured_stderr() as log:
             try:
-                self._detector = vision.FaceDetector.create_from_options(options)
+                self._detector = vision.FaceDetector.create_from_options(
+                    options("full" if model == "auto" else model)
+                )
+                if model == "auto":
+                    self._fallback = vision.FaceDetector.create_from_options(options("short"))
                 # Warm-up: the first call builds the graph (and logs once); keep that out of detect().
+                # A black frame has no face, so in "auto" it warms up both models.
                 self.detect(np.zeros((64, 64, 3), np.uint8))
             except Exception as e:  # MediaPipe raises RuntimeError/ValueError with long messages
                 err = e
@@ -185,6 +204,11 @@ class FaceDetector:
         # MediaPipe wants a C-contiguous buffer; a slice of a larger frame is not.
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(small))
         result = self._detector.detect(image)
+        if not result.detections and self._fallback is not None:
+            # Only on an empty result: where full range finds any face, "auto" equals "full" exactly.
+            # (Short range under low-confidence full-range faces was measured: on close-ups it finds
+            # the same face, on wide shots a different one; docs/data.md.)
+            result = self._fallback.detect(image)
         sx, sy = w / sw, h / sh
         faces = []
         for det in result.detections:
@@ -205,20 +229,23 @@ class FaceDetector:
         return faces
 
     def close(self) -> None:
-        """Release the MediaPipe graph; idempotent."""
-        if self._detector is not None:
+        """Release the MediaPipe graph(s); idempotent."""
+        dets = [d for d in (getattr(self, "_detector", None), getattr(self, "_fallback", None)) if d is not None]
+        if dets:
             with _captured_stderr():
-                self._detector.close()
-            self._detector = None
+                for d in dets:
+                    d.close()
+        self._detector = self._fallback = None
 
     def __del__(self) -> None:
         # An unclosed MediaPipe detector prints a traceback when collected at interpreter exit.
-        det = getattr(self, "_detector", None)
-        if det is not None:
-            try:
-                det.close()
-            except Exception:
-                pass
+        for name in ("_detector", "_fallback"):
+            det = getattr(self, name, None)
+            if det is not None:
+                try:
+                    det.close()
+                except Exception:
+                    pass
 
     def __enter__(self) -> FaceDetector:
         return self

@@ -35,6 +35,7 @@ from . import worker as W
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale, aggregate
 from .decode import Sampling
 from .discover import Candidate, discover
+from .faces import DETECTOR_MODES
 from .results import FaceRecord, ScanSummary, StoredCrop, Timings, VideoResult
 from .store import Store, content_hash
 
@@ -86,7 +87,7 @@ class ScanConfig:
     decoder: str = "auto"
     timeout_s: float = 300.0  # a decode worker silent this long on one video is killed
     store_crops: int = 3  # face crops (thumbnail + attention) kept per identity, highest scores
-    detector_model: str = "full"
+    detector_model: str = "auto"  # full, short or auto; the same default as acfd-train prepare
     min_face_score: float = 0.5
     detect_max_side: int = 640
     worker_memory_mb: int | None = None
@@ -110,6 +111,8 @@ class ScanConfig:
             raise ScanError("min_support must be >= 1")
         if self.store_crops < 0:
             raise ScanError("store_crops must be >= 0")
+        if self.detector_model not in DETECTOR_MODES:
+            raise ScanError(f"unknown face detector {self.detector_model!r}: choose one of {', '.join(DETECTOR_MODES)}")
         Sampling(self.fps, self.frames)  # validates
 
     @property

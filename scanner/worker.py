@@ -49,7 +49,7 @@ class WorkerConfig:
     crop_margin: float
     decoder: str = "auto"  # auto | decord | pyav
     gpu_decode: bool = False
-    detector_model: str = "full"
+    detector_model: str = "auto"  # full | short | auto (acfd.scanner.faces.DETECTOR_MODES)
     min_face_score: float = 0.5
     detect_max_side: int = 640
     memory_limit_mb: int | None = None  # RLIMIT_AS of each worker; None = no limit

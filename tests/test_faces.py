@@ -99,6 +99,62 @@ def test_closed_detector_raises():
         d.detect(astronaut())
 
 
+def close_up() -> np.ndarray:
+    """The astronaut's face cut from brows to chin and upscaled to 256x256: it fills the frame.
+
+    Full range finds no face here (measured: nothing above 0.5), short range finds it - the case of the
+    224x224 talking-head clips where full range misses about a fifth of the frames.
+    """
+    return cv2.resize(np.ascontiguousarray(astronaut()[80:170, 180:270]), (256, 256), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="module")
+def auto_detector():
+    with FaceDetector("auto") as d:
+        yield d
+
+
+def test_auto_falls_back_to_short_range_on_a_close_up(detector, auto_detector):
+    frame = close_up()
+    assert detector.detect(frame) == []  # a real full-range miss, not a forced one
+    with FaceDetector("short") as short:
+        expected = short.detect(frame)
+    faces = auto_detector.detect(frame)
+    assert len(faces) == 1 and faces == expected
+    f = faces[0]
+    assert f.score >= 0.5
+    # The face fills the frame: a box most of the frame wide, centred near the middle.
+    assert f.width > 0.6 * 256
+    assert abs((f.x0 + f.x1) / 2 - 128) < 40 and abs((f.y0 + f.y1) / 2 - 128) < 50
+
+
+def test_auto_equals_full_where_full_finds_a_face(detector, auto_detector):
+    canvas = np.full((360, 900, 3), 60, np.uint8)
+    canvas[0:360, 500:860] = cv2.resize(astronaut()[:400, 56:456], (360, 360), interpolation=cv2.INTER_AREA)
+    for frame in (astronaut(), canvas):
+        full = detector.detect(frame)
+        assert len(full) == 1
+        assert auto_detector.detect(frame) == full  # same boxes, scores and keypoints, exactly
+
+
+def test_auto_finds_nothing_without_a_face(auto_detector):
+    assert auto_detector.detect(no_face_image()) == []
+    assert auto_detector.detect(np.zeros((120, 160, 3), np.uint8)) == []
+
+
+def test_unknown_detector_mode_is_a_clear_error():
+    with pytest.raises(FaceDetectorError, match="auto"):
+        FaceDetector("medium")  # type: ignore[arg-type]
+
+
+def test_closed_auto_detector_raises():
+    d = FaceDetector("auto")
+    d.close()
+    d.close()
+    with pytest.raises(FaceDetectorError):
+        d.detect(close_up())
+
+
 def test_crop_box_square_centred():
     face = Face(100.0, 50.0, 200.0, 130.0, 0.9, ())
     b = crop_box(face, 1.3)
@@ -168,3 +224,35 @@ def test_largest_face():
     big = Face(0, 0, 50, 40, 0.6, ())
     assert largest_face([small, big]) is big
     assert largest_face([]) is None
+
+
+def test_training_and_scanning_default_to_the_same_detector():
+    """prepare's crops and the scanner's crops must come from the same detector unless told otherwise."""
+    from dataclasses import fields
+
+    from acfd.scanner.cli import scan_cmd
+    from acfd.scanner.pipeline import ScanConfig
+    from acfd.scanner.worker import WorkerConfig
+    from acfd.train.cli import prepare as prepare_cmd
+    from acfd.train.prepare import PrepareConfig
+
+    def default(cls, name):  # noqa: ANN001, ANN202
+        return next(f.default for f in fields(cls) if f.name == name)
+
+    def cli_option(cmd, name):  # noqa: ANN001, ANN202
+        return next(p for p in cmd.params if p.name == name)
+
+    prep, scan = cli_option(prepare_cmd, "detector"), cli_option(scan_cmd, "detector_model")
+    assert prep.default == scan.default == "auto"
+    assert default(PrepareConfig, "detector") == default(ScanConfig, "detector_model") == "auto"
+    assert default(WorkerConfig, "detector_model") == "auto"
+    assert set(prep.type.choices) == set(scan.type.choices) == {"full", "short", "auto"}
+
+
+def test_prepare_config_accepts_auto_and_rejects_unknown(tmp_path):
+    from acfd.train.prepare import PrepareConfig, PrepareError
+
+    cfg = PrepareConfig(ffpp=tmp_path, out=tmp_path / "cache", detector="auto")
+    assert cfg.cache_params()["detector"] == "auto"  # recorded in cache.json: a changed detector is refused
+    with pytest.raises(PrepareError, match="auto"):
+        PrepareConfig(ffpp=tmp_path, out=tmp_path / "cache", detector="medium")

@@ -48,7 +48,8 @@ def synth(out: Path, videos: int, sources: tuple[Path, ...], frames: int, size: 
 @click.option("--splits", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder with train/val/test.json (default: ROOT/splits or ROOT; else a deterministic split).")
 @click.option("--size", default=299, show_default=True, help="Crop side in pixels.")
-@click.option("--detector", default="full", show_default=True, type=click.Choice(["full", "short"]))
+@click.option("--detector", default="auto", show_default=True, type=click.Choice(["full", "short", "auto"]),
+              help="BlazeFace model; auto: full range, then short range on frames where it finds no face.")
 @click.option("--workers", default=1, show_default=True, help="Processes (one face detector each).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def prepare(

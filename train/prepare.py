@@ -25,7 +25,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from acfd.scanner.faces import CropBox, FaceDetector, crop, crop_box, largest_face
+from acfd.scanner.faces import DETECTOR_MODES, CropBox, FaceDetector, crop, crop_box, largest_face
 from acfd.schemas.errors import AcfdError
 
 from .ffpp import COMPRESSIONS, REAL, FFVideo, VideoReadError, frame_count, iter_frames, list_videos
@@ -71,7 +71,7 @@ class PrepareConfig:
     lq: str = "c40"
     splits: Path | None = None
     size: int = 299
-    detector: str = "full"
+    detector: str = "auto"  # the scanner's default too: train and scan crop faces the same way
     margin: float = 1.3
     min_score: float = 0.5
     max_side: int = 640
@@ -86,8 +86,8 @@ class PrepareConfig:
         for c in (self.hq, self.lq):
             if c not in COMPRESSIONS:
                 raise PrepareError(f"unknown compression {c!r}: choose one of {', '.join(COMPRESSIONS)}")
-        if self.detector not in ("short", "full"):
-            raise PrepareError(f"--detector must be 'short' or 'full', got {self.detector!r}")
+        if self.detector not in DETECTOR_MODES:
+            raise PrepareError(f"--detector must be one of {', '.join(DETECTOR_MODES)}, got {self.detector!r}")
         if self.margin < 1.0:
             raise PrepareError(f"crop margin must be >= 1, got {self.margin}")
         if not 0.0 <= self.mask_threshold < 1.0:
