@@ -13,7 +13,7 @@ Measures, on this machine's CPU:
 Without ``--run`` the model is a randomly initialised paper-preset LQ branch (speed does not depend on
 the weights) whose last batch norm is scaled so embeddings have trained-like norms around the 9.05
 threshold, so drift and verdict flips mean something. Real face crops come from
-/work/shared/data/faces/images (or ../shared/data, or --faces DIR) through the scanner's detector and
+../shared/data/faces/images beside the repository (or --faces DIR) through the scanner's detector and
 crop rule; random crops if none is found. Prints a table; writes JSON to bench/results/.
 """
 
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FACE_DIRS = [Path("/work/shared/data/faces/images"), Path("../shared/data/faces/images")]
+# The shared data folder sits beside the repository (see README); --faces points elsewhere.
+FACE_DIRS = [Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "images"]
 
 
 def rate(
