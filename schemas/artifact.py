@@ -26,6 +26,16 @@ META_KEY = "acfd.meta"
 SCHEMA_VERSION = 1
 
 
+def project_version() -> str:
+    """The installed acfd version ("" when running from an uninstalled tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("acfd")
+    except PackageNotFoundError:
+        return ""
+
+
 class ArtifactError(AcfdError, ValueError):
     """A model artifact is missing, corrupt, of the wrong kind or lacks valid metadata."""
 

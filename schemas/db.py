@@ -191,8 +191,8 @@ class Video(Base):
     n_frames_total: Mapped[int | None] = mapped_column(Integer)  # frames in the stream (container's count)
     width: Mapped[int | None] = mapped_column(Integer)  # displayed size, after rotation
     height: Mapped[int | None] = mapped_column(Integer)
-    rotation: Mapped[int | None] = mapped_column(Integer)  # degrees clockwise applied for display
-    decoder: Mapped[str | None] = mapped_column(String(32))  # "pyav" or "decord"
+    rotation: Mapped[int | None] = mapped_column(Integer)  # degrees counter-clockwise applied for display
+    decoder: Mapped[str | None] = mapped_column(String(32))  # pyav, decord, decord-gpu or decord+pyav
     # What the scan did.
     n_frames: Mapped[int] = mapped_column(Integer, default=0)  # frames sampled and searched
     n_faces: Mapped[int] = mapped_column(Integer, default=0)
@@ -359,13 +359,23 @@ def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _safe_url(url: str) -> str:
+    """The URL for messages: a password in it is shown as ***."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # unparsable: it cannot be shown safely either
+        return url.split("://", 1)[0] + "://..." if "://" in url else url
+
+
 def make_engine(db: str | os.PathLike[str], busy_timeout_ms: int = 60_000, **kw: Any) -> Engine:
     """An engine for ``db`` (a URL or an SQLite file path); SQLite gets WAL, foreign keys, a busy wait."""
     url = database_url(db)
     try:
         engine = create_engine(url, **kw)
     except Exception as e:  # bad URL, missing driver
-        raise StoreError(f"cannot open database {url!r}: {e}") from e
+        raise StoreError(f"cannot open database {_safe_url(url)!r}: {e}") from e
     if engine.dialect.name == "sqlite":
         _sqlite_setup(engine, busy_timeout_ms)
     return engine

@@ -138,3 +138,11 @@ def test_mask_roundtrip(encoding):
         assert len(data) == 361
     with pytest.raises(db.StoreError):
         db.decode_mask(data[:-3] if encoding == db.MASK_U8 else b"garbage", 19, 19, encoding)
+
+
+def test_make_engine_error_hides_the_password():
+    from acfd.schemas.db import StoreError, make_engine
+
+    with pytest.raises(StoreError) as ei:
+        make_engine("nosuchdialect://alice:s3cret@host/db")
+    assert "s3cret" not in str(ei.value) and "alice:***@host" in str(ei.value)
