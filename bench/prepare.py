@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 from acfd.scanner.faces import FaceDetector, crop, crop_box, largest_face
-from acfd.train.ffpp import frame_count, iter_frames
+from acfd.train.ffpp import VIDEO_SUFFIXES, frame_count, iter_frames
 from acfd.train.prepare import sample_indices
 
 HERE = Path(__file__).resolve().parent
@@ -82,13 +81,12 @@ def main(data: Path | None, with_faces: bool, frames: int, detector: str, size: 
     data = data or HERE.parent.parent / "shared" / "data" / "videos"
     if not data.is_dir():
         raise click.ClickException(f"no video folder {data}: pass --data")
-    videos = sorted(p for p in data.iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mkv", ".mov"))
+    videos = sorted(p for p in data.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     if with_faces:
         fv = data.parent / "faces" / "videos"
         videos += sorted(fv.glob("*.mp4")) if fv.is_dir() else []
     rows = []
-    with FaceDetector(detector) as det:  # type: ignore[arg-type]
-        det.detect(np.zeros((64, 64, 3), np.uint8))  # warm-up: first call builds the graph
+    with FaceDetector(detector) as det:  # type: ignore[arg-type]  # warmed up on construction
         for v in videos:
             rows.append(bench_video(v, det, frames or None, size))
     head = f"{'video':<48} {'res':>9} {'frames':>6} {'fps':>7} {'decode':>7} {'detect':>7} {'crop':>6} {'w/face':>6} {'faces':>6}"

@@ -39,16 +39,6 @@ MODEL_FILES: dict[str, str] = {
 DetectorMode = Literal["full", "short", "auto"]
 DETECTOR_MODES: tuple[str, ...] = ("full", "short", "auto")
 
-# MediaPipe's keypoint order for BlazeFace.
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "right_eye",
-    "left_eye",
-    "nose_tip",
-    "mouth_center",
-    "right_ear_tragion",
-    "left_ear_tragion",
-)
-
 
 class FaceDetectorError(AcfdError):
     """The face detector could not be created or was given something that is not an RGB frame."""
@@ -63,6 +53,7 @@ class Face:
     x1: float
     y1: float
     score: float
+    # (x, y) in MediaPipe's order: right eye, left eye, nose tip, mouth centre, right and left ear tragion.
     keypoints: tuple[tuple[float, float], ...]
 
     @property

@@ -1,4 +1,5 @@
-"""Fixture makers shared by tests: real photos shipped by dependencies, and small videos written with PyAV.
+"""Fixture makers shared by tests: real photos shipped by dependencies, and small videos written with
+acfd.train.ffpp.encode_video (PyAV).
 
 Tests never read ../shared/data: everything they use is made here.
 """
@@ -8,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import av
 import numpy as np
+from acfd.train.ffpp import encode_video
 
 
 def astronaut() -> np.ndarray:
@@ -26,30 +27,10 @@ def no_face_image() -> np.ndarray:
     return np.ascontiguousarray(data.coffee())
 
 
-def write_video(
-    path: Path,
-    frames: Iterable[np.ndarray],
-    fps: int = 25,
-    codec: str = "libx264",
-    crf: int | None = 23,
-    pix_fmt: str = "yuv420p",
-) -> Path:
-    """Write RGB uint8 frames (all the same even size) to `path` with PyAV."""
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 25, crf: int = 23) -> Path:
+    """Write RGB uint8 frames (all the same even size) to `path`: H.264 yuv420p at `crf`."""
     path = Path(path)
-    with av.open(str(path), "w") as out:
-        stream = None
-        for frame in frames:
-            if stream is None:
-                stream = out.add_stream(codec, rate=fps)
-                stream.height, stream.width = frame.shape[:2]
-                stream.pix_fmt = pix_fmt
-                if crf is not None:
-                    stream.options = {"crf": str(crf)}
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        if stream is not None:
-            for packet in stream.encode():
-                out.mux(packet)
+    encode_video(path, frames, crf=crf, fps=fps)
     return path
 
 

@@ -104,3 +104,9 @@ def test_errors(tmp_path, cache):
         PairedCropDataset(tmp_path, "train")
     with pytest.raises(DatasetError, match="split"):
         PairedCropDataset(cache, "training")
+    (tmp_path / "cache.json").write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="format"):
+        PairedCropDataset(tmp_path, "train")
+    (tmp_path / "cache.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="cannot read"):
+        PairedCropDataset(tmp_path, "train")

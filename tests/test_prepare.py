@@ -194,6 +194,17 @@ def test_rerun_resumes_and_changed_options_refused(root, cache):
     assert r.exit_code == 1 and "other options" in r.output and "Traceback" not in r.output
 
 
+def test_unusable_out_is_one_line(root, tmp_path):
+    """A damaged cache.json or an --out below a file: one line, exit 1, nothing decoded."""
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "cache.json").write_text("{not json")
+    (tmp_path / "file").write_text("")
+    for out, what in ((damaged, "cache.json"), (tmp_path / "file" / "c", "cannot write")):
+        r = CliRunner().invoke(main, ["prepare", "--ffpp", str(root), "--out", str(out), "--quiet"])
+        assert r.exit_code == 1 and what in r.output and "Traceback" not in r.output, r.output
+
+
 def test_bad_input_counted_never_fatal(root, tmp_path):
     r = copy_root(root, tmp_path / "bad")
     yt, sb = r / "original_sequences/youtube", r / "manipulated_sequences/SelfBlended"
@@ -254,16 +265,17 @@ def test_bad_input_counted_never_fatal(root, tmp_path):
 
 
 def test_workers_and_method_filter(root, tmp_path):
-    s = prepare(
-        PrepareConfig(
-            ffpp=root,
-            out=tmp_path / "c",
-            frames=2,
-            size=32,
-            methods=("SelfBlended",),
-            workers=2,
-            detector="short",
-        ),
-        progress=False,
-    )
-    assert s.processed == 2 * VIDEOS and s.frames == {"ok": 2 * VIDEOS * 2}
+    """Two worker processes give the same cache as one in-process detector, crop for crop."""
+    caches = {}
+    for workers in (2, 1):
+        out = tmp_path / f"w{workers}"
+        cfg = PrepareConfig(
+            ffpp=root, out=out, frames=2, size=32, methods=("SelfBlended",), workers=workers, detector="short"
+        )
+        s = prepare(cfg, progress=False)
+        assert s.processed == 2 * VIDEOS and s.frames == {"ok": 2 * VIDEOS * 2}
+        caches[workers] = out
+    assert _index(caches[2]) == _index(caches[1])
+    for video in {r["video"] for r in _index(caches[1])}:
+        for k, a in _arrays(caches[2], video).items():
+            assert np.array_equal(a, _arrays(caches[1], video)[k]), (video, k)

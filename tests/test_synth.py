@@ -13,6 +13,7 @@ from acfd.train.ffpp import write_video
 from acfd.train.synth import SynthConfig, SynthError, blend_mask, sample_blend, self_blend, synthesize
 from click.testing import CliRunner
 
+from tests import media
 from tests.data_helpers import FRAMES, SIZE, VIDEOS, frames_of, synth_root
 from tests.media import astronaut, moving_face_frames, no_face_image
 
@@ -118,7 +119,7 @@ def test_blend_mask_on_face():
 def test_sources_photo_and_video(tmp_path):
     photo = tmp_path / "face.png"
     cv2.imwrite(str(photo), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
-    clip = write_video_for_test(tmp_path / "clip.mp4")
+    clip = media.write_video(tmp_path / "clip.mp4", moving_face_frames(6, (180, 320)), crf=18)
     s = synthesize(SynthConfig(out=tmp_path / "o", videos=2, frames=4, size=96, sources=(photo, clip)))
     assert (s.reals, s.fakes) == (2, 2)
     v1 = frames_of(tmp_path / "o/original_sequences/youtube/c0/videos/001.mp4")
@@ -126,12 +127,6 @@ def test_sources_photo_and_video(tmp_path):
     meta = json.loads((tmp_path / "o/synth.json").read_text())
     assert meta["videos"]["000"]["source"].endswith("face.png")
     assert meta["videos"]["001"]["source"].endswith("clip.mp4")
-
-
-def write_video_for_test(path):
-    from tests.media import write_video as w
-
-    return w(path, moving_face_frames(6, (180, 320)), crf=18)
 
 
 def test_source_without_face_is_a_clear_error(tmp_path):
@@ -151,3 +146,7 @@ def test_cli_synth_and_option_errors(tmp_path):
     bad = CliRunner().invoke(main, ["synth", str(tmp_path / "p"), "--videos", "3"])
     assert bad.exit_code == 1
     assert "even" in bad.output and "Traceback" not in bad.output
+    (tmp_path / "file").write_text("")
+    below_file = CliRunner().invoke(main, ["synth", str(tmp_path / "file" / "o"), "--videos", "2"])
+    assert below_file.exit_code == 1
+    assert "cannot create" in below_file.output and "Traceback" not in below_file.output

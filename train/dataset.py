@@ -61,9 +61,13 @@ class PairedCropDataset(Dataset):
         meta_path = self.cache / "cache.json"
         if not meta_path.is_file():
             raise DatasetError(f"{cache} is not a crop cache (no cache.json): run `acfd-train prepare` first")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != CACHE_FORMAT:
-            raise DatasetError(f"{cache}: crop cache format {meta.get('format')!r}, expected {CACHE_FORMAT}")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"cannot read {meta_path}: {e}") from e
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        if fmt != CACHE_FORMAT:
+            raise DatasetError(f"{cache}: crop cache format {fmt!r}, expected {CACHE_FORMAT}")
         self.stored_size = int(meta["size"])
         self.image_size = image_size or self.stored_size
         self.split = split

@@ -72,6 +72,11 @@ def split_counts(n: int) -> tuple[int, int, int]:
     return n - n_val - n_test, n_val, n_test
 
 
+def ranked_splits(n: int) -> list[str]:
+    """The split of each of ``n`` ranked groups: the first 72 % train, then val, then test (``split_counts``)."""
+    return [s for s, k in zip(SPLITS, split_counts(n), strict=True) for _ in range(k)]
+
+
 def read_split_file(path: Path) -> list[tuple[str, str]]:
     """An FF++ split file: a JSON list of ``[target, source]`` id pairs."""
     try:
@@ -137,10 +142,7 @@ def deterministic_splits(names: Iterable[str]) -> dict[str, str]:
     for i in list(parent):
         groups.setdefault(find(i), []).append(i)
     order = sorted(groups, key=lambda g: hashlib.sha1(min(groups[g]).encode()).hexdigest())
-    n_train, n_val, _ = split_counts(len(order))
-    split_of_group = {
-        g: ("train" if k < n_train else "val" if k < n_train + n_val else "test") for k, g in enumerate(order)
-    }
+    split_of_group = dict(zip(order, ranked_splits(len(order)), strict=True))
     return {n: split_of_group[find(_ids_of(n)[0])] for n in names}
 
 
@@ -293,7 +295,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], level: str, fps: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        _encode(tmp, frames, codec, pix_fmt, crf, fps)
+        encode_video(tmp, frames, codec, pix_fmt, crf, fps)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -301,7 +303,15 @@ def write_video(path: Path, frames: Iterable[np.ndarray], level: str, fps: int =
     return path
 
 
-def _encode(path: Path, frames: Iterable[np.ndarray], codec: str, pix_fmt: str, crf: int, fps: int) -> None:
+def encode_video(
+    path: Path,
+    frames: Iterable[np.ndarray],
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    crf: int = 23,
+    fps: int = 25,
+) -> None:
+    """Encode RGB uint8 frames (all the same size) to ``path`` in place (``write_video`` is the atomic one)."""
     with av.open(str(path), "w") as out:
         stream = None
         for frame in frames:

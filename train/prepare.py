@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -189,12 +190,7 @@ def _iter_or_empty(path: Path | None, fmt: str, wanted: set[int]) -> tuple[Itera
         first = next(it)
     except (VideoReadError, StopIteration):
         return iter(()), UNREADABLE
-    return _chain(first, it), MASK_OK
-
-
-def _chain(first: tuple, rest: Iterator) -> Iterator:
-    yield first
-    yield from rest
+    return chain([first], it), MASK_OK
 
 
 def prepare_video(v: FFVideo, cfg: PrepareConfig, det: FaceDetector) -> dict[str, object]:
@@ -348,14 +344,22 @@ def _check_cache(cfg: PrepareConfig) -> None:
     out = Path(cfg.out)
     meta = out / "cache.json"
     params = cfg.cache_params()
-    if meta.is_file():
-        old = json.loads(meta.read_text(encoding="utf-8"))
+    try:
+        old = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
+        if old is not None and not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise PrepareError(f"{meta} is not a crop cache's cache.json ({e}); use another --out") from e
+    if old is not None:
         diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
         if diff:
             what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
             raise PrepareError(f"cache {out} was prepared with other options ({what}); use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps(params | {"ffpp": str(cfg.ffpp)}, indent=1), encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps(params | {"ffpp": str(cfg.ffpp)}, indent=1), encoding="utf-8")
+    except OSError as e:
+        raise PrepareError(f"cannot write the crop cache {out}: {e}") from e
 
 
 def _index_rows(rec: dict[str, object]) -> Iterator[dict[str, object]]:

@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -26,7 +27,7 @@ import numpy as np
 from acfd.scanner.faces import Face, FaceDetector, crop, crop_box, largest_face
 from acfd.schemas.errors import AcfdError
 
-from .ffpp import SPLITS, SYNTH_METHOD, iter_frames, split_counts, write_video
+from .ffpp import SPLITS, SYNTH_METHOD, iter_frames, ranked_splits, write_video
 
 LEVELS: tuple[str, ...] = ("c0", "c23", "c40")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -135,11 +136,7 @@ def _animate_photo(
 
 def _frame_video(path: Path, det: FaceDetector, n: int, size: int) -> list[np.ndarray]:
     """The first ``n`` frames of a video, framed on the face found in its first frames (fixed box)."""
-    raw = []
-    for _, fr in iter_frames(path):
-        raw.append(fr)
-        if len(raw) >= n:
-            break
+    raw = [fr for _, fr in islice(iter_frames(path), n)]
     if not raw:
         raise SynthError(f"no frames decoded from {path}")
     face = None
@@ -280,10 +277,8 @@ def _track(det: FaceDetector, frames: Sequence[np.ndarray], what: str) -> list[F
 def _pairs_and_splits(n: int, rng: np.random.Generator) -> dict[str, list[list[str]]]:
     pairs = [[f"{2 * k:03d}", f"{2 * k + 1:03d}"] for k in range(n // 2)]
     order = rng.permutation(len(pairs))
-    n_train, n_val, _ = split_counts(len(pairs))
     out: dict[str, list[list[str]]] = {s: [] for s in SPLITS}
-    for rank, k in enumerate(order):
-        s = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    for s, k in zip(ranked_splits(len(pairs)), order, strict=True):
         out[s].append(pairs[k])
     return out
 
@@ -292,6 +287,10 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
     """Write the dataset to ``cfg.out``; returns counts. Same config and seed -> same frames."""
     t0 = time.perf_counter()
     out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SynthError(f"cannot create {out}: {e}") from e
     real_dir = out / "original_sequences" / "youtube"
     fake_dir = out / "manipulated_sequences" / SYNTH_METHOD
     summary = SynthSummary(out=out)
@@ -304,29 +303,21 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
     partner = {a: b for pair in sum(splits.values(), []) for a, b in (pair, pair[::-1])}
 
     with FaceDetector(cfg.detector) as det:  # type: ignore[arg-type]
-        photo_faces: dict[int, tuple[np.ndarray, Face] | None] = {}
+        sources: list[Path | None] = [Path(x) for x in cfg.sources] or [None]  # None: the astronaut photo
+        photos: dict[int, tuple[np.ndarray, Face]] = {}  # source index -> photo and its face, read once
         for i in range(cfg.videos):
             vid = f"{i:03d}"
             rng = np.random.default_rng([cfg.seed, i])
-            if cfg.sources:
-                k = i % len(cfg.sources)
-                src = Path(cfg.sources[k])
-                if src.suffix.lower() in IMAGE_SUFFIXES:
-                    if k not in photo_faces:
-                        img = _read_image(src)
-                        photo_faces[k] = (img, _main_face(det, img, str(src)))
-                    img, face = photo_faces[k]  # type: ignore[misc]
-                    frames = _animate_photo(img, face, cfg.frames, cfg.size, rng)
-                else:
-                    frames = _frame_video(src, det, cfg.frames, cfg.size)
-                source_name = str(src)
+            k = i % len(sources)
+            src = sources[k]
+            source_name = str(src) if src else "skimage.data.astronaut"
+            if src is not None and src.suffix.lower() not in IMAGE_SUFFIXES:
+                frames = _frame_video(src, det, cfg.frames, cfg.size)
             else:
-                if -1 not in photo_faces:
-                    img = _default_source()
-                    photo_faces[-1] = (img, _main_face(det, img, "the astronaut photo"))
-                img, face = photo_faces[-1]  # type: ignore[misc]
-                frames = _animate_photo(img, face, cfg.frames, cfg.size, rng)
-                source_name = "skimage.data.astronaut"
+                if k not in photos:
+                    img = _read_image(src) if src else _default_source()
+                    photos[k] = (img, _main_face(det, img, str(src) if src else "the astronaut photo"))
+                frames = _animate_photo(*photos[k], cfg.frames, cfg.size, rng)
             for level in LEVELS:
                 write_video(real_dir / level / "videos" / f"{vid}.mp4", frames, level, cfg.fps)
             summary.reals += 1
