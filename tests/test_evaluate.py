@@ -137,6 +137,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, cache: Path) -> None:
     assert r.exit_code == 1 and "config.json" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["fit", "--data", str(cache), "--out", str(tmp_path / "r"), "--preset", "nope"])
     assert r.exit_code == 1 and "unknown preset" in r.output
+    r = runner.invoke(main, ["evaluate", "--run", str(tmp_path), "--data", str(cache), "--device", "bogus"])
+    assert r.exit_code == 1 and "unknown device 'bogus'" in r.output
 
 
 def test_two_caches_for_both_pair_levels(cache: Path, tmp_path: Path) -> None:

@@ -200,6 +200,9 @@ def test_save_and_load_run(tmp_path: Path, paper: tuple[TwoBranchXception, Train
 def test_load_run_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="config.json"):
         load_run(tmp_path)
+    (tmp_path / "config.json").write_text("[1]")
+    with pytest.raises(ModelError, match="JSON object"):
+        load_run(tmp_path)
 
 
 def test_presets_cover_table3() -> None:
@@ -239,3 +242,5 @@ def test_config_validation_and_hash() -> None:
         resolve_config("paper", threshold=30.0)
     with pytest.raises(ConfigError, match="unknown"):
         TrainConfig.from_dict({**a.to_dict(), "extra": 1})
+    with pytest.raises(ConfigError, match="version"):
+        TrainConfig.from_dict({**a.to_dict(), "version": "x"})

@@ -228,8 +228,11 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         if not isinstance(d, dict):
             raise ConfigError("a training config must be a JSON object")
-        if int(d.get("version", CONFIG_VERSION)) > CONFIG_VERSION:
-            raise ConfigError(f"config version {d['version']} is newer than this acfd understands")
+        version = d.get("version", CONFIG_VERSION)
+        if not isinstance(version, int):
+            raise ConfigError(f"config version must be an integer, not {version!r}")
+        if version > CONFIG_VERSION:
+            raise ConfigError(f"config version {version} is newer than this acfd understands")
         sub = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "optim": OptimConfig}
         kw: dict[str, Any] = {}
         for k, v in d.items():
@@ -326,10 +329,6 @@ PRESETS: dict[str, TrainConfig] = {
                 threshold=5.0),
     )
 }
-
-
-def preset_names() -> list[str]:
-    return list(PRESETS)
 
 
 def resolve_config(preset: str = "paper", **overrides: Any) -> TrainConfig:

@@ -94,7 +94,10 @@ def resolve_device(device: str) -> torch.device:
     """"auto" -> CUDA when available, else CPU; an unavailable CUDA request is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
+    try:
+        d = torch.device(device)
+    except RuntimeError as e:
+        raise FitError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from e
     if d.type == "cuda" and not torch.cuda.is_available():
         raise FitError(f"device {device!r} requested but CUDA is not available")
     return d

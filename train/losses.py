@@ -40,7 +40,7 @@ def hinge_terms(c: Tensor, label: Tensor, r_minus: float, r_plus: float) -> Tens
 
 
 def reduce_batch(x: Tensor, how: str) -> Tensor:
-    """Reduce a per-sample term [N] over the batch: mean or sum."""
+    """Reduce a per-sample term [N] over the batch: sum for ``"sum"``, else ("mean", "code") mean."""
     return x.sum() if how == "sum" else x.mean()
 
 
@@ -62,7 +62,7 @@ def dis_loss(
         parts[f"metric_{name}"] = h.sum() / (n * n) if cfg.reduction == "code" else reduce_batch(h, cfg.reduction)
     total = sum(parts.values())
     if c_h is not None:
-        parts["pair"] = reduce_batch(pair_terms(c_h, c_l), "sum" if cfg.reduction == "sum" else "mean")
+        parts["pair"] = reduce_batch(pair_terms(c_h, c_l), cfg.reduction)
         total = total + cfg.lambda_pair * parts["pair"]
     return total, parts  # type: ignore[return-value]
 
@@ -114,7 +114,7 @@ def at_loss(
     video was missing or short, and their maps get no BCE (the transfer term needs no mask).
     """
     target = mask_to_map(mask, tuple(m_l.shape[-2:]), binary=cfg.map_target == "binary")
-    how = "sum" if cfg.reduction == "sum" else "mean"
+    how = cfg.reduction
     parts = {"at_lq": _masked(attention_bce(m_l, target), valid, how)}
     if m_h is not None:
         parts["at_hq"] = _masked(attention_bce(m_h, target), valid, how)

@@ -12,7 +12,7 @@ Conventions (docs/training.md):
   every real score - reported together with ``far_resolution`` = 1/n so a reader sees that the
   test set cannot resolve that FAR.
 * PBCA: attention map > 0.5 vs the ground-truth mask at the map size, per-pixel accuracy pooled over
-  every pixel of every evaluated crop, fakes and reals alike.
+  every pixel of every evaluated crop, fakes and reals alike (fakes without a valid mask excluded).
 """
 
 from __future__ import annotations

@@ -20,13 +20,12 @@ import hashlib
 import json
 import pickle
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
-from acfd.schemas.artifact import META_KEY, ArtifactMeta
+from acfd.schemas.artifact import META_KEY, ArtifactMeta, project_version
 from acfd.schemas.errors import AcfdError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -213,7 +212,6 @@ class TwoBranchXception(nn.Module):
         super().__init__()
         backbone = backbone if backbone is not None else _xception()
         m = cfg.model
-        self.score_kind = cfg.score_kind
         self.lq_head = XceptionHead(backbone)
         self.hq_head = XceptionHead(backbone) if m.branches == 2 else None
         ch = self.lq_head.out_channels
@@ -243,10 +241,6 @@ class TwoBranchXception(nn.Module):
         out_l = self.lq(lq)
         out_h = self.hq(hq) if self.two_branch and hq is not None else None
         return out_h, out_l
-
-    def backbone_modules(self) -> list[nn.Module]:
-        """Modules initialised from the backbone (heads and tail), as opposed to new layers."""
-        return [m for m in (self.hq_head, self.lq_head, self.tail) if m is not None]
 
     def lq_branch(self) -> LQBranch:
         """The LQ path as a standalone module; shares (not copies) this model's weights."""
@@ -308,13 +302,6 @@ def build_model(cfg: TrainConfig, backbone_weights: Path | None = None) -> TwoBr
 
 
 # -- runs ------------------------------------------------------------------------------------------
-def _project_version() -> str:
-    try:
-        return version("acfd")
-    except PackageNotFoundError:
-        return ""
-
-
 def artifact_meta(source: Path | TrainConfig, model_id: str = "") -> ArtifactMeta:
     """The artifact metadata of a run directory (or of a resolved config), per the shared contract.
 
@@ -342,7 +329,7 @@ def artifact_meta(source: Path | TrainConfig, model_id: str = "") -> ArtifactMet
         config_hash=config_hash(cfg),
         model_id=model_id,
         precision="fp32",
-        project_version=_project_version(),
+        project_version=project_version(),
     )
 
 
@@ -392,6 +379,8 @@ def read_config(source: Path) -> TrainConfig:
             d = json.loads(f.read_text())
         except ValueError as e:
             raise ModelError(f"{f} is not valid JSON: {e}") from e
+        if not isinstance(d, dict):
+            raise ModelError(f"{f} must hold a JSON object")
         stored = d.pop("config_hash", None)
         cfg = TrainConfig.from_dict(d)
         if stored is not None and stored != config_hash(cfg):
