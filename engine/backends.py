@@ -50,14 +50,21 @@ class Prediction:
     def __len__(self) -> int:
         return int(self.score.shape[0])
 
-
-def sha256_hex(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
+    @classmethod
+    def concat(cls, parts: list[Prediction]) -> Prediction:
+        """One prediction from the predictions of consecutive slices of a batch (non-empty list)."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            score=np.concatenate([p.score for p in parts]),
+            attention=None if parts[0].attention is None else np.concatenate([p.attention for p in parts]),
+            embedding=None if parts[0].embedding is None else np.concatenate([p.embedding for p in parts]),
+        )
 
 
 def model_id_of(data: bytes | memoryview) -> str:
     """The id of an artifact: the first 16 hex digits of the sha256 of its bytes."""
-    return sha256_hex(data)[:16]
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def check_device(device: str) -> str:
@@ -134,14 +141,7 @@ class Backend(ABC):
         if n == 0:
             return self._empty()
         step = self.max_batch or n
-        if n <= step:
-            return self._run(crops)
-        parts = [self._run(crops[i : i + step]) for i in range(0, n, step)]
-        return Prediction(
-            score=np.concatenate([p.score for p in parts]),
-            attention=None if parts[0].attention is None else np.concatenate([p.attention for p in parts]),
-            embedding=None if parts[0].embedding is None else np.concatenate([p.embedding for p in parts]),
-        )
+        return Prediction.concat([self._run(crops[i : i + step]) for i in range(0, n, step)])
 
     def __enter__(self) -> Backend:
         return self

@@ -46,6 +46,7 @@ from .backends import (
     Backend,
     InputError,
     Prediction,
+    model_id_of,
     read_onnx_meta,
 )
 
@@ -100,11 +101,14 @@ def write_plan(path: Path, header: PlanHeader, engine: bytes) -> Path:
     path = Path(path)
     head = header.to_json()
     tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        f.write(_PREFIX.pack(MAGIC, CONTAINER_VERSION, len(head)))
-        f.write(head)
-        f.write(engine)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_PREFIX.pack(MAGIC, CONTAINER_VERSION, len(head)))
+            f.write(head)
+            f.write(engine)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when writing failed (disk full): never a stray .partial
     return path
 
 
@@ -190,11 +194,14 @@ def network_dtypes(network: Any) -> set[Any]:
     return kinds
 
 
-def _check_batches(min_batch: int, opt_batch: int, max_batch: int) -> None:
+def check_build_options(min_batch: int, opt_batch: int, max_batch: int, workspace_gb: float | None) -> None:
+    """The batch profile and workspace limit of a build, checked before any slow work."""
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise AcfdError(
             f"batch sizes must satisfy 1 <= min <= opt <= max, got {min_batch}, {opt_batch}, {max_batch}"
         )
+    if workspace_gb is not None and workspace_gb <= 0:
+        raise AcfdError(f"workspace_gb must be positive, not {workspace_gb}")
 
 
 def build_engine(
@@ -213,9 +220,7 @@ def build_engine(
     (TensorRT 11 takes precision from the graph). ``timing_cache``: a file read if present and written
     back, so rebuilds on the same GPU skip kernel timing.
     """
-    _check_batches(min_batch, opt_batch, max_batch)
-    if workspace_gb is not None and workspace_gb <= 0:
-        raise AcfdError(f"workspace_gb must be positive, not {workspace_gb}")
+    check_build_options(min_batch, opt_batch, max_batch, workspace_gb)
     onnx_path = Path(onnx_path)
     meta = read_onnx_meta(onnx_path)
     if precision is not None and precision != meta.precision:
@@ -342,7 +347,7 @@ class TensorRTBackend(Backend):
         self.header = header
         self.has_embedding = EMBEDDING_NAME in outputs
         self.device = "cuda"
-        self._set_meta(meta, hashlib.sha256(self.path.read_bytes()).hexdigest()[:16])
+        self._set_meta(meta, model_id_of(self.path.read_bytes()))
         self._loaded = True
         return self
 
@@ -357,6 +362,8 @@ class TensorRTBackend(Backend):
     def infer_cuda(self, crops: Any) -> Prediction:
         """Like :meth:`infer` for a torch uint8 tensor [N,S,S,3] already on this GPU (GPU decoding):
         a device-to-device copy into the engine's input buffer, no trip through host memory."""
+        if not self._loaded:
+            raise ArtifactError(f"{self.name} backend for {self.path} is not loaded (call load())")
         torch, s = self._torch, self.meta.input_size
         if not isinstance(crops, torch.Tensor) or crops.dtype != torch.uint8 or crops.device != self._input.device:
             raise InputError(f"infer_cuda takes a uint8 torch tensor on {self._input.device}")
@@ -369,13 +376,7 @@ class TensorRTBackend(Backend):
             with torch.cuda.stream(self._stream):
                 self._input[: chunk.shape[0]].copy_(chunk, non_blocking=True)
             parts.append(self._execute(chunk.shape[0]))
-        if not parts:
-            return self._empty()
-        return Prediction(
-            score=np.concatenate([p.score for p in parts]),
-            attention=None if parts[0].attention is None else np.concatenate([p.attention for p in parts]),
-            embedding=None if parts[0].embedding is None else np.concatenate([p.embedding for p in parts]),
-        )
+        return Prediction.concat(parts) if parts else self._empty()
 
     def _execute(self, n: int) -> Prediction:
         """Run the engine on the first n rows of the input buffer; outputs back to host float32."""
@@ -396,7 +397,7 @@ class TensorRTBackend(Backend):
         )
 
     def close(self) -> None:
-        self._ctx = None
-        self._engine = None
+        # drop every reference to the engine and its buffers (pinned host and device memory)
+        self._ctx = self._engine = self._runtime = self._host = self._input = None
         self._outputs = {}
         super().close()

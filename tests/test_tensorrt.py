@@ -61,6 +61,9 @@ def test_plan_container_round_trip(tmp_path: Path) -> None:
     assert header.artifact_meta == standin_meta()
     assert path.read_bytes()[:8] == b"ACFDPLAN"
     assert not list(tmp_path.glob("*.partial"))
+    with pytest.raises(TypeError):  # a write that fails half-way leaves neither the plan nor a .partial
+        write_plan(tmp_path / "bad.plan", header_for(engine), None)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.plan"]
 
 
 def test_plan_container_damage_is_detected(tmp_path: Path) -> None:
@@ -120,6 +123,14 @@ def test_build_checks_arguments_before_tensorrt(tmp_path: Path, onnx32: Path, no
         build_engine(onnx32, tmp_path / "m.plan", precision="fp16")  # never a silent FP32 engine
     with pytest.raises(ArtifactError, match="does not exist"):
         build_engine(tmp_path / "none.onnx", tmp_path / "m.plan")
+    with pytest.raises(AcfdError, match="workspace_gb must be positive"):
+        build_engine(onnx32, tmp_path / "m.plan", workspace_gb=0)
+    # `build` checks the profile before it spends minutes exporting two graphs
+    from acfd.engine.export import build_run
+
+    with pytest.raises(AcfdError, match="min <= opt <= max"):
+        build_run(tmp_path / "no-run", tmp_path / "out", min_batch=0)
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_engine_without_tensorrt_is_one_line(tmp_path: Path, onnx32: Path, no_tensorrt: None) -> None:
