@@ -37,7 +37,7 @@ TOPK = 5
 CONFIDENT_FAKE = 0.8
 CONFIDENT_REAL = 0.2
 CONFIDENT_MIN_FAKES = 11
-CONFIDENT_FAKE_FRACTION = 1 / 2.5
+CONFIDENT_FAKE_DIVISOR = 2.5  # more than n // 2.5 (40%) of the frames confidently fake
 CONFIDENT_REAL_FRACTION = 0.9
 # Support rule: an identity needs this many faces (and this share of the face-bearing frames) to flag
 # a video on its own. Two faces: at 1 frame/s a person on screen for 2 s is already evidence; 10%: at
@@ -72,7 +72,7 @@ def _confident(scores: np.ndarray, scale: Scale) -> float:
     n = len(scores)
     fakes = c > CONFIDENT_FAKE
     n_fake = int(np.count_nonzero(fakes))
-    if n_fake > n // 2.5 and n_fake > CONFIDENT_MIN_FAKES:
+    if n_fake > n // CONFIDENT_FAKE_DIVISOR and n_fake > CONFIDENT_MIN_FAKES:
         return float(scores[fakes].mean())
     reals = c < CONFIDENT_REAL
     if np.count_nonzero(reals) > CONFIDENT_REAL_FRACTION * n:

@@ -29,6 +29,7 @@ EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
 
 _GROUP_OPTIONS = ("--help", "-h", "--version")
+SHOW = 20  # flagged videos and errors listed by name in the summary
 
 
 class ScanGroup(AcfdGroup):
@@ -149,10 +150,10 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
         bar.set_postfix(frames_s=f"{stats['frames'] / el:.1f}", faces_s=f"{stats['faces'] / el:.1f}", refresh=False)
         bar.update(1)
 
-    def on_result(r: Any) -> None:
-        if r.flagged:
+    def on_result(r: Any) -> None:  # keeps the first SHOW of each for the summary; the store has them all
+        if r.flagged and len(flagged) < SHOW:
             flagged.append(f"{r.candidate.display} (score {r.verdict.score:.3g} > {scanner.meta.threshold:.3g})")
-        if r.status == "error":
+        if r.status == "error" and len(errors) < SHOW:
             errors.append((r.candidate.display, r.error or ""))
         if jsonl is not None:
             jsonl.write(r.to_json(scanner.scan_id, scanner.backend.model_id, scanner.meta.threshold, cfg.strategy) + "\n")
@@ -178,12 +179,15 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
         f"({speed:.2f} video-s per s); stage time: decode {t.decode:.1f} s, detect {t.detect:.1f} s "
         f"(in {cfg.n_workers} worker processes), infer {s.infer_busy_s:.1f} s, store {t.store:.1f} s", file=out,
     )
-    for line in flagged[:20]:
+    for line in flagged:
         click.echo(f"  FLAGGED {line}", file=out)
-    for path, msg in errors[:20]:
+    if s.n_flagged > len(flagged):
+        click.echo(f"  ... {s.n_flagged - len(flagged)} more flagged: SELECT path, score FROM latest_verdicts "
+                   f"WHERE scan_id = {s.scan_id} AND label = 'fake'", file=out)
+    for path, msg in errors:
         click.echo(f"  ERROR {path}: {msg}", file=out)
-    if len(errors) > 20:
-        click.echo(f"  ... {len(errors) - 20} more errors: SELECT path, error FROM videos WHERE scan_id = {s.scan_id} "
+    if s.n_error > len(errors):
+        click.echo(f"  ... {s.n_error - len(errors)} more errors: SELECT path, error FROM videos WHERE scan_id = {s.scan_id} "
                    "AND status = 'error'", file=out)
     click.echo(f"  database: {cfg.db}", file=out)
     return s.exit_code

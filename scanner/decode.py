@@ -186,12 +186,9 @@ def select_indices(times: np.ndarray, sampling: Sampling) -> list[int]:
 class _StreamSelector:
     """``select_indices`` for a stream whose times arrive one by one (PyAV), for the fps mode."""
 
-    def __init__(self, sampling: Sampling, duration: float | None) -> None:
+    def __init__(self, sampling: Sampling) -> None:
         self.sampling = sampling
-        self.duration = duration
         self.next_t: float | None = None
-        self.targets: list[float] | None = None
-        self.j = 0
 
     def take(self, t: float) -> bool:
         s = self.sampling
@@ -235,7 +232,7 @@ def _frames_pyav(path: str, info: VideoInfo, sampling: Sampling) -> Iterator[Fra
         times = sorted(_pyav_frame_times(path))
         wanted = set(select_indices(np.asarray(times), sampling)) if times else set()
         wanted_times = [times[i] for i in sorted(wanted)]
-    selector = _StreamSelector(sampling, info.duration_s)
+    selector = _StreamSelector(sampling)
     with _open_av(path) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"

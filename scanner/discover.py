@@ -53,8 +53,6 @@ class Candidate:
     path: str  # absolute; undecodable bytes kept as surrogate escapes (os.fsencode gives them back)
     size: int | None = None
     mtime_ns: int | None = None
-    dev: int | None = None
-    ino: int | None = None
     error: str | None = None
     duplicate_of: str | None = None  # set for the second and later paths of one inode
 
@@ -89,7 +87,7 @@ def sniff_video(head: bytes) -> bool:
         return True  # ASF / WMV
     if head.startswith(b"OggS") and b"theora" in head:
         return True
-    if len(head) >= 1 and head[0] == 0x47 and len(head) > 188 and head[188] == 0x47:
+    if len(head) > 188 and head[0] == head[188] == 0x47:
         return True  # MPEG transport stream (sync byte every 188 bytes)
     if head.startswith(b"YUV4MPEG2"):
         return True
@@ -149,12 +147,10 @@ class _Walker:
             path=path,
             size=st.st_size,
             mtime_ns=st.st_mtime_ns,
-            dev=st.st_dev,
-            ino=st.st_ino,
             duplicate_of=first,
         )
 
-    def walk_dir(self, path: str, depth: int) -> Iterator[Candidate]:
+    def walk_dir(self, path: str) -> Iterator[Candidate]:
         try:
             st = os.stat(path)
         except OSError as e:
@@ -186,7 +182,7 @@ class _Walker:
             if c is not None:
                 yield c
         for d in subdirs:
-            yield from self.walk_dir(d, depth + 1)
+            yield from self.walk_dir(d)
 
 
 def discover(paths: Iterable[str | os.PathLike[str] | bytes], recursive: bool = False, sniff: bool = True) -> Iterator[Candidate]:
@@ -199,7 +195,7 @@ def discover(paths: Iterable[str | os.PathLike[str] | bytes], recursive: bool = 
     for p in paths:
         path = os.path.abspath(os.fsdecode(p))
         if os.path.isdir(path):
-            yield from w.walk_dir(path, 0)
+            yield from w.walk_dir(path)
         else:
             c = w.file(path, explicit=True)
             if c is not None:

@@ -28,13 +28,13 @@ from typing import Any, Protocol
 
 import numpy as np
 from acfd.schemas import db
-from acfd.schemas.artifact import ArtifactMeta
+from acfd.schemas.artifact import ArtifactMeta, project_version
 from acfd.schemas.errors import AcfdError
 
 from . import worker as W
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale, aggregate
 from .decode import Sampling
-from .discover import Candidate, discover
+from .discover import Candidate, discover, display_path
 from .faces import DETECTOR_MODES
 from .results import FaceRecord, ScanSummary, StoredCrop, Timings, VideoResult
 from .store import Store, content_hash
@@ -131,7 +131,7 @@ class ScanConfig:
         from dataclasses import asdict
 
         d = asdict(self)
-        d["paths"] = [Candidate(path=os.path.abspath(os.fsdecode(p))).display for p in self.paths]
+        d["paths"] = [display_path(os.path.abspath(os.fsdecode(p))) for p in self.paths]
         return d
 
 
@@ -172,8 +172,7 @@ class _Engine(threading.Thread):
             if item is None:
                 break
             items = [item]
-            # Fill the batch with whatever is waiting; wait a moment for more only if the workers
-            # are still producing (the queue was just non-empty).
+            # Fill the batch with whatever is waiting, and whatever arrives within 10 ms.
             deadline = time.monotonic() + 0.01
             while len(items) < self.batch_size:
                 try:
@@ -300,7 +299,7 @@ class Scanner:
         )
         self.scan_id = self.store.start_scan(
             self.backend.model_id, cfg.strategy, self.meta.threshold, self.backend.name, cfg.device,
-            cfg.as_args(), _version(),
+            cfg.as_args(), project_version(),
         )
         status = db.SCAN_FAILED
         summary_extra = Timings()
@@ -330,7 +329,7 @@ class Scanner:
                     immediate.append(VideoResult(c, db.STATUS_ERROR, error=c.error))
                 elif c.duplicate_of is not None:
                     immediate.append(
-                        VideoResult(c, db.STATUS_SKIPPED, error=f"same file as {Candidate(c.duplicate_of).display}")
+                        VideoResult(c, db.STATUS_SKIPPED, error=f"same file as {display_path(c.duplicate_of)}")
                     )
                 else:
                     todo.append(c)
@@ -338,8 +337,7 @@ class Scanner:
             for r in immediate:
                 self._emit(self._finish_job(_Job(-1, r.candidate, r)), progress, on_result)
             if todo:
-                t = self._run_pool(todo, progress, on_result)
-                summary_extra, infer_busy = t
+                summary_extra, infer_busy = self._run_pool(todo, progress, on_result)
             status = db.SCAN_DONE
         except KeyboardInterrupt:
             status = db.SCAN_INTERRUPTED
@@ -442,9 +440,9 @@ class Scanner:
                                 assert fr.crops is not None
                                 eng.inq.put(_Item(job.vid, len(r.faces) - 1, fr.crops[k]))
                         elif ev.kind == W.MSG_DONE:
-                            n, t_dec, t_det, decoder, *merged = ev.payload
-                            if merged and merged[0]:
-                                self._merge_identities(job, merged[0])
+                            _, t_dec, t_det, decoder, mapping = ev.payload
+                            if mapping:
+                                self._merge_identities(job, mapping)
                             r.timings.decode, r.timings.detect = t_dec, t_det
                             if r.info is not None and r.info.decoder != decoder:
                                 r.info = dataclasses.replace(r.info, decoder=decoder)
@@ -468,15 +466,6 @@ class Scanner:
             pool.close()
             eng.join(timeout=30)
         return totals, eng.busy_s
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("acfd")
-    except Exception:
-        return ""
 
 
 def _cuda(device: str) -> bool:

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from .decode import DecodeError, Sampling
+from .decode import DecodeError, Sampling, _one_line
 
 # Message kinds sent by a worker: (kind, video_id, payload)
 MSG_READY = "ready"  # worker started: payload None
 MSG_INFO = "info"  # payload VideoInfo
 MSG_FRAME = "frame"  # payload FrameResult
-MSG_DONE = "done"  # payload (n_frames, t_decode, t_detect, decoder used[, {tracklet: identity}])
+MSG_DONE = "done"  # payload (n_frames, t_decode, t_detect, decoder used, {tracklet: identity})
 MSG_ERROR = "error"  # payload one-line message
 
 
@@ -76,11 +76,6 @@ class FrameResult:
     t_detect: float
 
 
-def _one_line(e: BaseException) -> str:
-    s = " ".join(str(e).split()) or e.__class__.__name__
-    return s if len(s) < 300 else s[:297] + "..."
-
-
 def _process_video(cfg: WorkerConfig, detector: Any, vid: int, path: str, conn: Connection) -> None:
     from .decode import open_frames
     from .faces import crop, crop_box
@@ -100,8 +95,8 @@ def _process_video(cfg: WorkerConfig, detector: Any, vid: int, path: str, conn: 
         try:
             frame = next(frames, None)
         except DecodeError:
-            if not (decoder.startswith("decord") and cfg.decoder == "auto"):
-                raise
+            if cfg.decoder != "auto" or decoder not in ("decord", "decord-gpu"):
+                raise  # asked for decord only, or PyAV failed too (a second fallback would loop)
             # decord gave up in the middle of the stream (it is less forgiving of damaged packets):
             # go on with PyAV from the first sampled frame after the last one taken
             decoder += "+pyav"
@@ -264,10 +259,6 @@ class DecodePool:
         """Workers that can take a video now."""
         return [w.wid for w in self._workers if w.video is None]
 
-    @property
-    def busy(self) -> int:
-        return sum(w.video is not None for w in self._workers)
-
     def submit(self, wid: int, video: int, path: str) -> None:
         w = self._workers[wid]
         assert w.video is None
@@ -296,7 +287,7 @@ class DecodePool:
             while True:
                 try:
                     kind, vid, payload = conn.recv()
-                except (EOFError, OSError, Exception):
+                except Exception:  # EOF, a broken pipe, a garbled message: the worker is gone
                     self._crashed(w, events)
                     break
                 w.last_heard = self._clock

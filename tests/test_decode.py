@@ -137,6 +137,14 @@ def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatc
     frames = [m[2].index for m in sink.msgs if m[0] == worker.MSG_FRAME]
     assert frames == [0, 10, 20]  # frame 0 from decord, the rest from PyAV, none twice
     assert sink.msgs[-1][0] == worker.MSG_DONE and sink.msgs[-1][2][3] == "decord+pyav"
+    # PyAV failing too ends the video with PyAV's error (once: no second fallback, no loop)
+    def pyav_fails(path, info, sampling):
+        raise DecodeError("decoding stopped: simulated bad packets")
+        yield
+
+    monkeypatch.setattr(decode, "_frames_pyav", pyav_fails)
+    with pytest.raises(DecodeError, match="simulated bad packets"):
+        worker._process_video(cfg, NoFaces(), 9, str(vids["face"]), Sink())
     # asked for decord only, the failure is the video's error
     cfg = worker.WorkerConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="decord")
     with pytest.raises(DecodeError, match="simulated damaged packet"):
