@@ -18,7 +18,7 @@ DEFAULT_DB = "acfd.sqlite"
 @click.argument("sql")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Verdict store: an SQLite file or an SQLAlchemy URL.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--timeout", "timeout_s", type=float, default=None, help="Stop a query that runs longer (s; SQLite).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop a query that runs longer (s; SQLite).")
 def query_cmd(sql: str, db: str, fmt: str, timeout_s: float | None) -> None:
     """Run one read-only SQL statement on the verdict store and print the rows ('-' reads SQL from stdin).
 

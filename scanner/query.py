@@ -37,8 +37,8 @@ from typing import Any, Literal
 from acfd.schemas import db as store
 from acfd.schemas.db import StoreError
 from sqlalchemy import Engine, create_engine, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 Format = Literal["table", "csv", "json"]
@@ -111,12 +111,20 @@ def _sqlite_path(db: str | os.PathLike[str]) -> Path | None:
     s = os.fspath(db)
     if "://" not in s:
         return Path(s).expanduser().resolve()
-    url = make_url(s)
+    url = _parse_url(s)
     if url.get_backend_name() != "sqlite":
         return None
     if not url.database or url.database == ":memory:":
         raise StoreError(f"{s!r} is an in-memory database: there is nothing to read")
     return Path(url.database).expanduser().resolve()
+
+
+def _parse_url(s: str) -> URL:
+    try:
+        return make_url(s)
+    except (ArgumentError, ValueError) as e:  # unparsable, or e.g. a port that is not a number
+        shown = re.sub(r"//[^/@]*@", "//***@", s)  # the unparsed URL may hold a password
+        raise StoreError(f"{shown!r} is not a valid database URL: {_first_line(e)}") from None
 
 
 def _sqlite_readonly_engine(path: Path, timeout_s: float | None) -> Engine:
@@ -153,11 +161,12 @@ def open_readonly(db: str | os.PathLike[str], timeout_s: float | None = None) ->
         engine = _sqlite_readonly_engine(path, timeout_s)
         where = str(path)
     else:
+        url = _parse_url(os.fspath(db))
+        where = url.render_as_string(hide_password=True)  # never a password in a message
         try:
-            engine = create_engine(os.fspath(db), poolclass=NullPool)
-        except Exception as e:  # bad URL, missing driver
-            raise StoreError(f"cannot open database {db!r}: {e}") from e
-        where = engine.url.render_as_string(hide_password=True)
+            engine = create_engine(url, poolclass=NullPool)
+        except Exception as e:  # missing driver
+            raise StoreError(f"cannot open database {where}: {_first_line(e)}") from e
     try:
         version = check_store(engine, where)
     except BaseException:
@@ -170,12 +179,13 @@ def check_store(engine: Engine, where: str) -> int:
     """The schema version of the acfd store behind ``engine``; :class:`StoreError` if it cannot be read as is."""
     try:
         with engine.connect() as conn:
-            tables = set(inspect(conn).get_table_names())
+            insp = inspect(conn)
+            tables = set(insp.get_table_names())
             if "meta" not in tables:
                 what = "an empty database" if not tables else f"a database with tables {', '.join(sorted(tables)[:6])}"
                 raise StoreError(f"{where} is not an acfd verdict store ({what}, no meta table)")
             row = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
-            views = set(inspect(conn).get_view_names())
+            views = set(insp.get_view_names())
     except DBAPIError as e:
         raise StoreError(f"{where} is not a readable SQLite/SQL database: {_first_line(e.orig)}") from e
     except SQLAlchemyError as e:
@@ -204,11 +214,14 @@ def check_store(engine: Engine, where: str) -> int:
 
 def upgrade(db: str | os.PathLike[str]) -> tuple[int, int]:
     """Migrate an older store to this acfd's schema (a write); returns (version before, version after)."""
+    path = _sqlite_path(db)
+    if path is not None and not path.is_file():  # never create an empty store just to refuse it
+        raise StoreError(f"no verdict store at {path}: nothing to upgrade")
     engine = store.make_engine(db)
     try:
         before = _stored_version(engine)
         if before is None:
-            where = str(_sqlite_path(db) or engine.url.render_as_string(hide_password=True))
+            where = str(path or engine.url.render_as_string(hide_password=True))
             raise StoreError(f"{where} is not an acfd verdict store (no meta.schema_version); nothing to upgrade")
         after = store.init_db(engine)
     finally:
@@ -224,7 +237,12 @@ def _stored_version(engine: Engine) -> int | None:
             row = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
     except DBAPIError as e:
         raise StoreError(f"{engine.url} is not a readable database: {_first_line(e.orig)}") from e
-    return None if row is None else int(row)
+    if row is None:
+        return None
+    try:
+        return int(row)
+    except ValueError:
+        raise StoreError(f"{engine.url}: schema_version {row!r} is not a number; not an acfd verdict store") from None
 
 
 def _first_line(e: BaseException | None) -> str:

@@ -694,13 +694,15 @@ def build_report(db: str | os.PathLike[str] | ReadOnlyStore, cfg: ReportConfig) 
             n_images, problems = _write_images(s, details, out / "img", cfg.alpha)
             scans = list(s.scalars(select(Scan).order_by(Scan.id)))
             page = render_html(rows, counts, details, scans, cfg, ro.where, problems)
+        index = out / "index.html"
+        tmp = out / ".index.html.tmp"
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, index)  # a reader never sees half a page
+    except OSError as e:  # --out not writable, disk full: one line, not a traceback
+        raise StoreError(f"cannot write the report to {out}: {e.strerror or e}") from e
     finally:
         if not isinstance(db, ReadOnlyStore):
             ro.dispose()
-    index = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, index)  # a reader never sees half a page
     return ReportSummary(
         index=index,
         n_videos=len(rows),

@@ -56,6 +56,26 @@ def _counts(path: Path) -> dict[str, int]:
         con.close()
 
 
+def _sqlite(path: Path, *statements: str) -> Path:
+    """Run ``statements`` on the SQLite file ``path`` (created if missing) and commit."""
+    con = sqlite3.connect(path)
+    try:
+        for sql in statements:
+            con.execute(sql)
+        con.commit()
+    finally:
+        con.close()
+    return path
+
+
+def _names(path: Path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return [r[0] for r in con.execute("SELECT name FROM sqlite_master")]
+    finally:
+        con.close()
+
+
 def cli(*args: str, input: str | None = None):
     return CliRunner().invoke(main, list(args), input=input)
 
@@ -208,11 +228,7 @@ def test_missing_file(tmp_path):
 
 
 def test_unrelated_sqlite_file_is_refused(tmp_path):
-    other = tmp_path / "other.sqlite"
-    con = sqlite3.connect(other)
-    con.execute("CREATE TABLE videos (name TEXT)")
-    con.commit()
-    con.close()
+    other = _sqlite(tmp_path / "other.sqlite", "CREATE TABLE videos (name TEXT)")
     before = _digest(other)
     for cmd in (["query", "SELECT * FROM videos"], ["report", "--out", str(tmp_path / "r")], ["schema"]):
         _one_line_error(cli(*cmd, "--db", str(other)), "not an acfd verdict store", "videos")
@@ -228,19 +244,15 @@ def test_non_sqlite_file_is_refused(tmp_path):
 
 
 def test_meta_without_schema_version_is_refused(tmp_path):
-    p = tmp_path / "m.sqlite"
-    con = sqlite3.connect(p)
-    con.execute("CREATE TABLE meta (key TEXT, value TEXT)")
-    con.commit()
-    con.close()
+    p = _sqlite(tmp_path / "m.sqlite", "CREATE TABLE meta (key TEXT, value TEXT)")
     _one_line_error(cli("query", "SELECT 1", "--db", str(p)), "not an acfd verdict store", "schema_version")
+    _sqlite(p, "INSERT INTO meta VALUES ('schema_version', 'abc')")
+    for cmd in (["query", "SELECT 1"], ["schema", "--upgrade"]):
+        _one_line_error(cli(*cmd, "--db", str(p)), "schema_version 'abc' is not a number")
 
 
 def test_newer_store_is_refused_everywhere(store_copy, tmp_path):
-    con = sqlite3.connect(store_copy)
-    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    con.commit()
-    con.close()
+    _sqlite(store_copy, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     before = _digest(store_copy)
     for cmd in (["query", "SELECT 1"], ["schema"], ["report", "--out", str(tmp_path / "r")]):
         _one_line_error(cli(*cmd, "--db", str(store_copy)), "schema version 99 is newer", "upgrade acfd")
@@ -276,15 +288,27 @@ def test_older_store_is_refused_then_upgraded(store_copy, monkeypatch):
 
 
 def test_upgrade_refuses_a_foreign_database(tmp_path):
-    other = tmp_path / "other.sqlite"
-    con = sqlite3.connect(other)
-    con.execute("CREATE TABLE t (x)")
-    con.commit()
-    con.close()
+    other = _sqlite(tmp_path / "other.sqlite", "CREATE TABLE t (x)")
     _one_line_error(cli("schema", "--upgrade", "--db", str(other)), "not an acfd verdict store")
-    con = sqlite3.connect(other)
-    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["t"]  # nothing was added
-    con.close()
+    assert _names(other) == ["t"]  # nothing was added
+    # A path with no file is refused, and not created.
+    _one_line_error(cli("schema", "--upgrade", "--db", str(tmp_path / "none.sqlite")), "no verdict store at")
+    assert list(tmp_path.iterdir()) == [other]
+
+
+@pytest.mark.parametrize(
+    "url,needle",
+    [
+        ("://x", "is not a valid database URL"),
+        ("postgresql://analyst:s3cret@db:notaport/acfd", "is not a valid database URL"),
+        ("postgresql://analyst:s3cret@db/acfd", "cannot open database postgresql://analyst:***@db/acfd"),
+        ("sqlite:///:memory:", "in-memory database"),
+    ],
+)
+def test_bad_urls_are_one_line_without_the_password(url, needle):
+    r = cli("query", "SELECT 1", "--db", url)
+    _one_line_error(r, needle)
+    assert "s3cret" not in r.output
 
 
 # --- schema ---------------------------------------------------------------------------------------
@@ -392,17 +416,11 @@ def test_docs_describe_every_table_and_column():
 
 def test_init_db_refuses_foreign_and_non_sqlite_files(tmp_path):
     """The scanner's writable opening (``open_store``) never adds acfd tables to someone else's database."""
-    other = tmp_path / "other.sqlite"
-    con = sqlite3.connect(other)
-    con.execute("CREATE TABLE videos (name TEXT)")
-    con.commit()
-    con.close()
+    other = _sqlite(tmp_path / "other.sqlite", "CREATE TABLE videos (name TEXT)")
     with pytest.raises(StoreError, match=r"not an acfd verdict store \(it has tables videos") as e:
         store.open_store(other)
     assert "\n" not in str(e.value)
-    con = sqlite3.connect(other)
-    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["videos"]
-    con.close()
+    assert _names(other) == ["videos"]
     bogus = tmp_path / "bogus.sqlite"
     bogus.write_bytes(b"not a database at all " * 50)
     with pytest.raises(StoreError, match="file is not a database") as e:

@@ -265,7 +265,9 @@ def test_report_cli_scan_filter_and_errors(nasty_store, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
     r = CliRunner().invoke(main, ["report", "--db", str(nasty_store.path), "--out", str(f)])
-    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert r.exit_code == 4 and "Traceback" not in r.output and "is a file" in r.output
+    r = CliRunner().invoke(main, ["report", "--db", str(nasty_store.path), "--out", str(f / "r")])
+    assert r.exit_code == 4 and r.stderr.startswith("Error: cannot write the report to") and "Traceback" not in r.output
 
 
 # --- in a real browser ----------------------------------------------------------------------------------
