@@ -30,6 +30,7 @@ import numpy as np
 from acfd.schemas import db
 from acfd.schemas.artifact import ArtifactMeta, project_version
 from acfd.schemas.errors import AcfdError
+from acfd.schemas.hashing import content_hash
 
 from . import worker as W
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale, aggregate
@@ -37,7 +38,7 @@ from .decode import Sampling
 from .discover import Candidate, discover, display_path
 from .faces import DETECTOR_MODES
 from .results import FaceRecord, ScanSummary, StoredCrop, Timings, VideoResult
-from .store import Store, content_hash
+from .store import Store
 
 THUMB_SIZE = 128
 JPEG_QUALITY = 85

@@ -8,7 +8,6 @@ mtime, model id).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -27,26 +26,6 @@ from sqlalchemy import Engine, select, update
 
 from .discover import Candidate
 from .results import ScanSummary, VideoResult
-
-HASH_CHUNK = 1 << 20
-
-
-def content_hash(path: str, size: int | None) -> str | None:
-    """``ht1:`` + sha256 of the size, the first and the last MiB of the file (None if unreadable)."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size if size is None else size
-            h.update(str(size).encode())
-            h.update(f.read(HASH_CHUNK))
-            if size > 2 * HASH_CHUNK:
-                f.seek(size - HASH_CHUNK)
-                h.update(f.read(HASH_CHUNK))
-            elif size > HASH_CHUNK:
-                h.update(f.read())
-    except OSError:
-        return None
-    return "ht1:" + h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ crop margin and decision threshold from here.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .card import CardError, ModelCard
 from .errors import AcfdError
 
 # Preprocessing of the paper (DESIGN.md §3): 299x299 Xception input, face box enlarged 1.3x,
@@ -66,6 +67,11 @@ class ArtifactMeta:
     project_version: str = ""
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, str] = field(default_factory=dict)
+    # Provenance and measured quality (acfd.schemas.card); None for artifacts made before cards.
+    card: ModelCard | None = None
+    # Fields written by a newer acfd that this one does not know: kept and written back unchanged,
+    # so an older reader never strips what a newer writer added.
+    unknown: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.input_size < 32:
@@ -87,28 +93,51 @@ class ArtifactMeta:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("card", "unknown")}
+        d["extra"] = dict(self.extra)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        if self.card is not None:
+            d["card"] = self.card.to_dict()
+        d.update(self.unknown)
         return d
+
+    @property
+    def validation(self) -> str:
+        """The card's validation state: ``none``, ``synthetic`` or ``real`` (no card: ``none``)."""
+        from .card import card_validation
+
+        return card_validation(self.card)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ArtifactMeta:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ArtifactError(f"unknown metadata fields {sorted(unknown)}")
-        kw = dict(d)
-        for k in ("mean", "std"):
-            if k in kw:
-                kw[k] = tuple(float(v) for v in kw[k])
+        """Validate the known fields; keep unknown ones (forward compatible) in ``unknown``."""
+        names = {f.name for f in fields(cls)} - {"unknown"}
+        kw = {k: v for k, v in d.items() if k in names}
+        unknown = {k: v for k, v in d.items() if k not in names}
         try:
-            return cls(**kw)
-        except TypeError as e:  # wrong types inside a corrupt header
-            raise ArtifactError(f"invalid artifact metadata: {e}") from e
+            for k in ("mean", "std"):
+                if k in kw:
+                    kw[k] = tuple(float(v) for v in kw[k])
+            if kw.get("card") is not None:
+                kw["card"] = ModelCard.from_dict(kw["card"])
+            if "extra" in kw and not isinstance(kw["extra"], dict):
+                raise TypeError("extra must be an object")
+            for k in ("input_size", "attention_size", "schema_version"):
+                if k in kw and (not isinstance(kw[k], int) or isinstance(kw[k], bool)):
+                    raise TypeError(f"{k} must be an integer, not {kw[k]!r}")
+            for k in ("crop_margin", "r_minus", "r_plus", "threshold"):
+                if k in kw:
+                    kw[k] = float(kw[k])
+            return cls(**kw, unknown=unknown)
+        except (TypeError, ValueError) as e:  # wrong types inside a corrupt header
+            if isinstance(e, ArtifactError):
+                raise
+            msg = str(e) if isinstance(e, CardError) else f"invalid artifact metadata: {e}"
+            raise ArtifactError(msg) from e
 
     @classmethod
     def from_json(cls, s: str | bytes) -> ArtifactMeta:

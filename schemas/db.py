@@ -47,7 +47,7 @@ from .errors import AcfdError
 
 # Version of the table layout below. Bump it with every change and add a migration step to
 # ``MIGRATIONS`` (from version N to N + 1).
-DB_SCHEMA_VERSION = 1
+DB_SCHEMA_VERSION = 2
 
 # Values of ``videos.status``.
 STATUS_OK = "ok"  # decoded, faces found, verdicts stored
@@ -116,9 +116,15 @@ class Model(Base):
     model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     path: Mapped[str] = mapped_column(Text)
     backend: Mapped[str] = mapped_column(String(32))
-    # ArtifactMeta.to_json(): input size, threshold, radii, preset, config hash, ...
+    # ArtifactMeta.to_json(): input size, threshold, radii, preset, config hash, ..., and the card
     meta_json: Mapped[str] = mapped_column(Text)
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The model card (acfd.schemas.card), also inside meta_json, here on its own for SQL (json_extract):
+    # its validation state (none | synthetic | real), the card in one line, and the card as JSON.
+    # Added in schema version 2.
+    validation: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    card_summary: Mapped[str | None] = mapped_column(Text)
+    card_json: Mapped[str | None] = mapped_column(Text)
 
 
 class Scan(Base):
@@ -328,8 +334,37 @@ def _view_missing(ddl: Any, target: Any, bind: Any, **kw: Any) -> bool:
 event.listen(Base.metadata, "after_create", DDL(LATEST_VERDICTS_SQL).execute_if(callable_=_view_missing))
 event.listen(Base.metadata, "before_drop", DDL("DROP VIEW IF EXISTS latest_verdicts"))
 
-# Migration steps: MIGRATIONS[n](connection) upgrades a database from version n to n + 1.
-MIGRATIONS: dict[int, Any] = {}
+def _migrate_1_to_2(conn: Any) -> None:
+    """Version 2: the model card columns of ``models``, filled from each model's stored metadata."""
+    import json
+
+    from sqlalchemy import inspect, text
+
+    from .card import ModelCard
+
+    cols = {c["name"] for c in inspect(conn).get_columns("models")}
+    if "validation" not in cols:
+        conn.execute(text("ALTER TABLE models ADD COLUMN validation VARCHAR(16) DEFAULT 'none' NOT NULL"))
+    if "card_summary" not in cols:
+        conn.execute(text("ALTER TABLE models ADD COLUMN card_summary TEXT"))
+    if "card_json" not in cols:
+        conn.execute(text("ALTER TABLE models ADD COLUMN card_json TEXT"))
+    for model_id, meta_json in conn.execute(text("SELECT model_id, meta_json FROM models")).all():
+        try:
+            card_d = json.loads(meta_json).get("card")
+            card = ModelCard.from_dict(card_d) if card_d else None
+        except (ValueError, AttributeError):  # a model row whose metadata cannot be read: no card
+            card = None
+        if card is not None:
+            conn.execute(
+                text("UPDATE models SET validation = :v, card_summary = :s, card_json = :j WHERE model_id = :m"),
+                {"v": card.validation, "s": card.one_line(), "j": json.dumps(card.to_dict()), "m": model_id},
+            )
+
+
+# Migration steps: MIGRATIONS[n](connection) upgrades a database from version n to n + 1. Each step
+# is tested on a store written by the release before it (tests/test_migrations.py).
+MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2}
 
 
 def database_url(db: str | os.PathLike[str]) -> str:

@@ -264,23 +264,25 @@ def test_newer_store_is_refused_everywhere(store_copy, tmp_path):
 
 def test_older_store_is_refused_then_upgraded(store_copy, monkeypatch):
     """Simulate the next schema version: readers refuse the old store; `schema --upgrade` migrates it."""
+    cur = store.DB_SCHEMA_VERSION
+    nxt = cur + 1
 
-    def v1_to_v2(conn):
+    def next_step(conn):
         conn.exec_driver_sql("ALTER TABLE videos ADD COLUMN reviewer_note TEXT")
 
-    monkeypatch.setattr(store, "DB_SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store.MIGRATIONS, 1, v1_to_v2)
+    monkeypatch.setattr(store, "DB_SCHEMA_VERSION", nxt)
+    monkeypatch.setitem(store.MIGRATIONS, cur, next_step)
     before = _digest(store_copy)
     r = cli("query", "SELECT COUNT(*) FROM videos", "--db", str(store_copy))
-    _one_line_error(r, "schema version 1, older than this acfd's 2", "acfd-scan schema --upgrade")
+    _one_line_error(r, f"schema version {cur}, older than this acfd's {nxt}", "acfd-scan schema --upgrade")
     assert _digest(store_copy) == before  # refusing does not migrate
 
     r = cli("schema", "--upgrade", "--db", str(store_copy))
     assert r.exit_code == 0, r.output
-    assert "upgraded" in r.stderr and "from schema version 1 to 2" in r.stderr
+    assert "upgraded" in r.stderr and f"from schema version {cur} to {nxt}" in r.stderr
     assert "reviewer_note" in r.stdout
     con = sqlite3.connect(store_copy)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(nxt),)
     assert con.execute("SELECT COUNT(*) FROM videos WHERE reviewer_note IS NULL").fetchone()[0] > 0
     con.close()
     r = cli("query", "SELECT COUNT(*) AS n FROM latest_verdicts", "--db", str(store_copy), "--format", "json")
@@ -324,7 +326,7 @@ def test_schema_from_models_and_from_db_agree(populated, tmp_path, monkeypatch):
         assert t in r.stdout
     r2 = cli("schema", "--db", str(populated.path))
     assert r2.exit_code == 0, r2.output
-    assert "schema version 1" in r2.stdout.splitlines()[0]
+    assert f"schema version {store.DB_SCHEMA_VERSION}" in r2.stdout.splitlines()[0]
     ro = open_readonly(populated.path)
     try:
         live = {(x.kind, x.name): [c.name for c in x.columns] for x in schema_from_db(ro)}
