@@ -18,8 +18,9 @@ DEFAULT_DB = "acfd.sqlite"
 @click.argument("sql")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Verdict store: an SQLite file or an SQLAlchemy URL.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop a query that runs longer (s; SQLite).")
-def query_cmd(sql: str, db: str, fmt: str, timeout_s: float | None) -> None:
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Stop a query that runs longer than this many seconds (SQLite); 0: no limit. Ctrl-C also stops it.")
+def query_cmd(sql: str, db: str, fmt: str, timeout_s: float) -> None:
     """Run one read-only SQL statement on the verdict store and print the rows ('-' reads SQL from stdin).
 
     The store is opened read-only: INSERT, UPDATE, DELETE, DDL, ATTACH and pragma assignments are

@@ -16,6 +16,16 @@ Before any query the store is checked: a file that is not SQLite, a database wit
 ``meta.schema_version``, or a schema version this acfd does not read gives one clear
 :class:`~acfd.schemas.db.StoreError` line. An older store is not migrated here (that needs a write):
 the error says how to upgrade it (``acfd-scan schema --upgrade``, or any scan, which calls ``init_db``).
+
+A query never runs unbounded: on SQLite a progress handler stops it after ``timeout_s`` seconds
+(:data:`DEFAULT_TIMEOUT_S` unless told otherwise; 0 or None: no limit) and on Ctrl-C, which then
+surfaces as ``KeyboardInterrupt`` (sqlite3 swallows exceptions raised inside its callbacks, so the
+signal only sets a flag that the handler reads).
+
+A store in a place this process cannot write (a read-only mount, a folder without write permission)
+is still readable: SQLite's WAL mode needs to create ``-shm`` beside the file even to read, so when
+that fails and no unmerged ``-wal`` file exists, the file is opened ``immutable`` (every committed row
+is in the main file then). With unmerged WAL pages the error says so, instead of blaming the file.
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ import json
 import math
 import os
 import re
+import signal
 import sqlite3
+import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -90,6 +102,34 @@ def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None,
     return sqlite3.SQLITE_OK if action in _ALLOWED_ACTIONS else sqlite3.SQLITE_DENY
 
 
+# Default limit of one query (seconds). Long enough for any reasonable question about millions of
+# rows; short enough that a runaway WITH RECURSIVE does not hold a terminal for ever.
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class QueryGuard:
+    """When to stop the running SQLite statement: past its deadline, or after Ctrl-C."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s or None
+        self.deadline: float | None = None
+        self.interrupted = False
+        self.timed_out = False
+
+    def start(self) -> None:
+        self.deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        self.interrupted = self.timed_out = False
+
+    def stop(self) -> int:
+        """The progress handler: non-zero aborts the statement (sqlite3 raises "interrupted")."""
+        if self.interrupted:
+            return 1
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.timed_out = True
+            return 1
+        return 0
+
+
 @dataclass(frozen=True)
 class ReadOnlyStore:
     """A read-only engine on a verdict store, and where it points (for messages)."""
@@ -97,6 +137,7 @@ class ReadOnlyStore:
     engine: Engine
     where: str  # the file path or the URL without its password
     schema_version: int
+    guard: QueryGuard | None = None  # SQLite only: stops a statement on timeout or Ctrl-C
 
     @property
     def is_sqlite(self) -> bool:
@@ -127,30 +168,61 @@ def _parse_url(s: str) -> URL:
         raise StoreError(f"{shown!r} is not a valid database URL: {_first_line(e)}") from None
 
 
-def _sqlite_readonly_engine(path: Path, timeout_s: float | None) -> Engine:
+def _sqlite_readonly_engine(path: Path, guard: QueryGuard, immutable: bool = False) -> Engine:
     # Percent-quote the path so '?', '#' and '%' in a file name are not read as URI syntax.
-    uri = "file:" + urllib.parse.quote(str(path)) + "?mode=ro"
+    uri = "file:" + urllib.parse.quote(str(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
 
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 60000")  # a scan may be committing; wait, don't fail
         conn.execute("PRAGMA query_only = ON")
         conn.set_authorizer(_authorize)
-        if timeout_s:
-            deadline = time.monotonic() + timeout_s
-            # Non-zero aborts the running statement ("interrupted"): a runaway WITH RECURSIVE stops.
-            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        # Checked every 10k VM steps; aborts the running statement ("interrupted") on timeout or Ctrl-C.
+        conn.set_progress_handler(guard.stop, 10_000)
         return conn
 
     # NullPool: every connect() runs the setup above; nothing is shared across threads.
     return create_engine("sqlite://", creator=connect, poolclass=NullPool)
 
 
-def open_readonly(db: str | os.PathLike[str], timeout_s: float | None = None) -> ReadOnlyStore:
+_CANNOT_WRITE_BESIDE = ("attempt to write a readonly database", "unable to open database file", "readonly database")
+
+
+def _open_sqlite_checked(path: Path, guard: QueryGuard) -> tuple[Engine, int]:
+    """Open and check the store; falls back to ``immutable`` in a read-only place (see the module doc)."""
+    engine = _sqlite_readonly_engine(path, guard)
+    try:
+        return engine, check_store(engine, str(path))
+    except StoreError as e:
+        engine.dispose()
+        if not any(m in str(e) for m in _CANNOT_WRITE_BESIDE):
+            raise
+        wal = path.with_name(path.name + "-wal")
+        try:
+            wal_size = wal.stat().st_size
+        except OSError:
+            wal_size = 0
+        if wal_size:
+            raise StoreError(
+                f"cannot read {path}: it is in WAL mode with {wal_size} bytes of changes in {wal.name} not yet "
+                f"merged, and SQLite cannot create {path.name}-shm in {path.parent} (read-only place); open it "
+                "once where it is writable (any acfd-scan query there merges them), or copy all its files "
+                "elsewhere"
+            ) from None
+    engine = _sqlite_readonly_engine(path, guard, immutable=True)
+    try:
+        return engine, check_store(engine, str(path))
+    except BaseException:
+        engine.dispose()
+        raise
+
+
+def open_readonly(db: str | os.PathLike[str], timeout_s: float | None = DEFAULT_TIMEOUT_S) -> ReadOnlyStore:
     """Open the verdict store at ``db`` (an SQLite file path or any SQLAlchemy URL) for reading only.
 
-    Raises :class:`StoreError` (one line) when it is missing, not a database, not an acfd store, or
-    of a schema version this acfd cannot read as is.
+    ``timeout_s`` bounds each SQLite statement (0 or None: no limit). Raises :class:`StoreError` (one
+    line) when it is missing, not a database, not an acfd store, or of a schema version this acfd
+    cannot read as is.
     """
     path = _sqlite_path(db)
     if path is not None:
@@ -158,15 +230,17 @@ def open_readonly(db: str | os.PathLike[str], timeout_s: float | None = None) ->
             raise StoreError(f"no verdict store at {path} (run a scan first, or pass --db)")
         if not path.is_file():
             raise StoreError(f"{path} is not a file")
-        engine = _sqlite_readonly_engine(path, timeout_s)
-        where = str(path)
-    else:
-        url = _parse_url(os.fspath(db))
-        where = url.render_as_string(hide_password=True)  # never a password in a message
-        try:
-            engine = create_engine(url, poolclass=NullPool)
-        except Exception as e:  # missing driver
-            raise StoreError(f"cannot open database {where}: {_first_line(e)}") from e
+        if not os.access(path, os.R_OK):
+            raise StoreError(f"cannot read {path}: permission denied")
+        guard = QueryGuard(timeout_s)
+        engine, version = _open_sqlite_checked(path, guard)
+        return ReadOnlyStore(engine=engine, where=str(path), schema_version=version, guard=guard)
+    url = _parse_url(os.fspath(db))
+    where = url.render_as_string(hide_password=True)  # never a password in a message
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+    except Exception as e:  # missing driver
+        raise StoreError(f"cannot open database {where}: {_first_line(e)}") from e
     try:
         version = check_store(engine, where)
     except BaseException:
@@ -264,6 +338,37 @@ def run_query(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None = None)
         raise StoreError("empty query")
     if not ro.is_sqlite and not _READ_STATEMENT.match(sql):
         raise StoreError(_REFUSED)
+    with _interruptible(ro.guard):
+        return _run_query(ro, sql, params)
+
+
+class _interruptible:
+    """Start the guard's clock; while the statement runs, Ctrl-C sets its flag (then KeyboardInterrupt)."""
+
+    def __init__(self, guard: QueryGuard | None) -> None:
+        self.guard = guard
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        if self.guard is None:
+            return
+        self.guard.start()
+        if threading.current_thread() is threading.main_thread():
+            guard = self.guard
+
+            def on_sigint(_sig: int, _frame: Any) -> None:
+                guard.interrupted = True
+
+            self.previous = signal.signal(signal.SIGINT, on_sigint)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.guard is not None and self.guard.interrupted:
+            raise KeyboardInterrupt
+
+
+def _run_query(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None) -> QueryResult:
     try:
         with ro.engine.connect() as conn:
             if ro.engine.dialect.name == "postgresql":
@@ -276,6 +381,13 @@ def run_query(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None = None)
                 tx.rollback()  # whatever the statement did (nothing, on SQLite) is not kept
     except DBAPIError as e:
         msg = _first_line(e.orig)
+        g = ro.guard
+        if g is not None and g.interrupted:
+            raise KeyboardInterrupt from None
+        if g is not None and g.timed_out:
+            raise StoreError(
+                f"query interrupted after {g.timeout_s:g} s (the --timeout limit; --timeout 0 for none)"
+            ) from None
         if isinstance(e.orig, sqlite3.DatabaseError) and (
             "not authorized" in msg or "authorization denied" in msg or "readonly" in msg
         ):
