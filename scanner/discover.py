@@ -9,7 +9,8 @@
   are skipped.
 - Symbolic links are followed; each directory is entered once (by device and inode), so directory
   loops end; a file reached twice through links or hard links is reported once as a duplicate.
-- Broken links, link loops and unreadable files or folders become candidates with ``error`` set.
+- Broken links, link loops and unreadable files or folders become candidates with ``error`` set, and so
+  do FIFOs, sockets and devices named like videos or named on the command line (never opened).
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ def _err(path: str, e: OSError, what: str = "") -> Candidate:
     return Candidate(path=path, error=msg)
 
 
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
 class _Walker:
     def __init__(self, recursive: bool, sniff: bool) -> None:
         self.recursive = recursive
@@ -128,7 +137,11 @@ class _Walker:
             # A dangling link called notes.txt is not worth a row; one called clip.mp4 is.
             return _err(path, e) if explicit or is_video_ext else None
         if not stat.S_ISREG(st.st_mode):
-            return Candidate(path=path, error="not a regular file") if explicit else None
+            # Never opened (a FIFO would block for ever); one named like a video still gets its row,
+            # so every candidate is accounted for.
+            if explicit or is_video_ext:
+                return Candidate(path=path, error=f"not a regular file ({_file_kind(st.st_mode)})")
+            return None
         if not (explicit or is_video_ext or self.sniff):
             return None
         try:

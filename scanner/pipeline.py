@@ -252,7 +252,7 @@ class Scanner:
             r.crops = sorted((sc for heap in job.kept.values() for _, _, sc in heap), key=lambda sc: sc.face_index)
         else:
             r.faces, r.crops, r.verdict = [], [], None
-        r.content_hash = content_hash(job.cand.path, job.cand.size)
+        r.content_hash = None if job.cand.error else content_hash(job.cand.path, job.cand.size)
         r.timings.store = time.perf_counter() - t0
         t1 = time.perf_counter()
         r.video_row_id = self.store.write_video(
