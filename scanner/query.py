@@ -53,6 +53,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from .text import printable
+
 Format = Literal["table", "csv", "json"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json")
 
@@ -406,9 +408,6 @@ def _run_query(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None) -> Qu
 # ---------------------------------------------------------------------------------------------------
 # Output formats.
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def _cell_text(v: Any, limit_blob: int | None, short_floats: bool = False) -> str:
     if v is None:
         return ""
@@ -426,7 +425,7 @@ def _cell_text(v: Any, limit_blob: int | None, short_floats: bool = False) -> st
 
 def _terminal_safe(s: str) -> str:
     # File names are untrusted: never let one send escape sequences to the analyst's terminal.
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+    return printable(s)
 
 
 def _json_value(v: Any) -> Any:
