@@ -28,7 +28,7 @@ demo: install
 	rm -rf $(DEMO)
 	$(VENV)/bin/acfd-train synth $(DEMO)/ffpp --videos 6 --frames 24 --seed 0
 	$(VENV)/bin/acfd-train prepare --ffpp $(DEMO)/ffpp --out $(DEMO)/cache --frames 12
-	$(VENV)/bin/acfd-train fit --data $(DEMO)/cache --out $(DEMO)/run --image-size 64 --batch-size 8 --max-steps 24 --precise-bn 4
+	$(VENV)/bin/acfd-train fit --data $(DEMO)/cache --out $(DEMO)/run --image-size 64 --batch-size 8 --max-steps 24 --precise-bn 4 --pretrained none
 	$(VENV)/bin/acfd-train evaluate --run $(DEMO)/run --data $(DEMO)/cache
 	$(VENV)/bin/acfd-train build --run $(DEMO)/run --out $(DEMO)/models
 	$(VENV)/bin/acfd-scan $(DEMO)/ffpp/original_sequences/youtube/c40 $(DEMO)/ffpp/manipulated_sequences/SelfBlended/c40 \

@@ -114,7 +114,10 @@ def export_onnx(
     exporter: str = "auto",
     opset: int = OPSET,
 ) -> Path:
-    """Export an LQ branch (contract 3: float NCHW -> (embedding|logits, attention|None)) to ``out``.
+    """Export an LQ branch to ``out``.
+
+    ``module`` behaves as ``acfd.train.model.LQBranch``: normalised float crops [N,3,S,S] in,
+    (embedding [N,D] or logits [N,2], attention [N,1,h,w] or None) out.
 
     ``meta`` describes the model (``acfd.train.model.artifact_meta``); its ``precision`` and
     ``project_version`` are set here, its ``model_id`` (the weights' hash) moves to

@@ -1,6 +1,6 @@
 """One way to run any acfd model artifact: ``load(path).infer(crops)``.
 
-``load`` picks the backend from the artifact (contract 4):
+``load`` picks the backend from the artifact (its file suffix, or a folder):
 
 * ``.plan`` / ``.engine`` -> TensorRT (CUDA GPU; the plan must have been built on this GPU model
   with this TensorRT version),

@@ -13,8 +13,9 @@ from typing import Any
 from .card import CardError, ModelCard
 from .errors import AcfdError
 
-# Preprocessing of the paper (DESIGN.md §3): 299x299 Xception input, face box enlarged 1.3x,
-# Inception-style normalisation used by timm's legacy_xception.
+# Preprocessing: the paper's 299x299 XceptionNet input (Cao et al., "Metric Learning for
+# Anti-Compression Facial Forgery Detection"), the face box enlarged 1.3x (FaceForensics++'s crop),
+# and the Inception-style normalisation of timm's legacy_xception.
 DEFAULT_INPUT_SIZE = 299
 DEFAULT_CROP_MARGIN = 1.3
 DEFAULT_MEAN = (0.5, 0.5, 0.5)

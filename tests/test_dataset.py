@@ -1,4 +1,4 @@
-"""`PairedCropDataset` over a prepared cache (contract 2)."""
+"""`PairedCropDataset` over a cache written by `acfd-train prepare` (item format: docs/data.md)."""
 
 from __future__ import annotations
 

@@ -107,7 +107,8 @@ def test_cli_fit_then_evaluate_json_end_to_end(cache: Path, tmp_path: Path) -> N
     run = tmp_path / "run"
     runner = CliRunner()
     r = runner.invoke(main, ["fit", "--data", str(cache), "--out", str(run), "--image-size", "32",
-                             "--batch-size", "4", "--max-steps", "2", "--quiet", "--seed", "1", "--precise-bn", "1"])  # fmt: skip
+                             "--batch-size", "4", "--max-steps", "2", "--quiet", "--seed", "1", "--precise-bn", "1",
+                             "--pretrained", "none"])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "paper: 2 steps" in r.output
     cfg = json.loads((run / "config.json").read_text())

@@ -76,7 +76,7 @@ def test_forward_shapes_and_attention_size(paper: tuple[TwoBranchXception, Train
     assert out_l.m.shape == (2, 1, h, h) and float(out_l.m.min()) >= 0 and float(out_l.m.max()) <= 1
     assert out_l.c.shape == (2, model.tail.num_features) and out_h is not None
     assert artifact_meta(cfg).attention_size == h
-    # the paper's 19x19 at 299, 728 x 19 x 19 features (DESIGN.md §3)
+    # 299-px input: 728 x 19 x 19 block-7 features, the paper's 19x19 attention map (Cao et al., §3)
     assert feature_map_size(299) == 19 and feature_map_size(96) == 6
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -129,11 +130,59 @@ def test_sources_photo_and_video(tmp_path):
     assert meta["videos"]["001"]["source"].endswith("clip.mp4")
 
 
-def test_source_without_face_is_a_clear_error(tmp_path):
+def _faceless_sources(tmp_path):
+    """A photo without a face (scikit-image's coffee) and a short flat-grey video."""
     photo = tmp_path / "coffee.png"
     cv2.imwrite(str(photo), cv2.cvtColor(no_face_image(), cv2.COLOR_RGB2BGR))
-    with pytest.raises(SynthError, match="no face"):
+    clip = media.write_video(tmp_path / "grey.mp4", [np.full((96, 96, 3), 128, np.uint8)] * 3, crf=18)
+    return photo, clip
+
+
+def test_sources_without_face_are_skipped_and_reported(tmp_path):
+    photo, clip = _faceless_sources(tmp_path)
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
+    r = CliRunner().invoke(main, ["synth", str(tmp_path / "o"), "--videos", "2", "--frames", "2", "--size", "96",
+                                  "--source", str(photo), "--source", str(clip), "--source", str(face)])
+    assert r.exit_code == 0, r.output
+    assert "2 real + 2 self-blended videos (8 frames) from 1 source in" in r.output
+    assert (f"skipped 2 sources: no face found in {photo}; no face found in the first frames of {clip}\n"
+            in r.output)
+    meta = json.loads((tmp_path / "o/synth.json").read_text())
+    assert [v["source"] for v in meta["videos"].values()] == [str(face), str(face)]
+    assert meta["skipped"] == [
+        {"source": str(photo), "reason": f"no face found in {photo}"},
+        {"source": str(clip), "reason": f"no face found in the first frames of {clip}"},
+    ]
+    # A skipped source changes no other video: video 000 is the one made from the face photo alone.
+    s = synthesize(SynthConfig(out=tmp_path / "alone", videos=2, frames=2, size=96, sources=(face,)))
+    assert (s.sources, s.skipped, s.skipped_line()) == (1, [], None)
+    for vid in ("000", "001"):
+        a = frames_of(tmp_path / f"o/original_sequences/youtube/c0/videos/{vid}.mp4")
+        b = frames_of(tmp_path / f"alone/original_sequences/youtube/c0/videos/{vid}.mp4")
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_too_few_usable_sources_is_one_line(tmp_path):
+    photo, clip = _faceless_sources(tmp_path)
+    with pytest.raises(SynthError) as e:
         synthesize(SynthConfig(out=tmp_path / "o", videos=2, frames=2, size=96, sources=(photo,)))
+    assert str(e.value) == (f"too few usable sources: 0 of 1 left, the videos need at least one "
+                            f"(skipped 1 source: no face found in {photo})")
+    r = CliRunner().invoke(main, ["synth", str(tmp_path / "p"), "--videos", "2", "--frames", "2",
+                                  "--size", "96", "--source", str(photo), "--source", str(clip)])
+    assert r.exit_code == 1
+    assert r.output == (f"Error: too few usable sources: 0 of 2 left, the videos need at least one (skipped 2 "
+                        f"sources: no face found in {photo}; no face found in the first frames of {clip})\n")
+    assert not list((tmp_path / "p").rglob("*.mp4"))  # nothing written for a video without a source
+
+
+def test_skipped_line_lists_the_first_few():
+    from acfd.train.synth import SynthSummary
+
+    s = SynthSummary(out=Path("x"), skipped=[(f"{i}.jpg", f"no face found in {i}.jpg") for i in range(5)])
+    assert s.skipped_line() == ("skipped 5 sources: no face found in 0.jpg; no face found in 1.jpg; "
+                                "no face found in 2.jpg; and 2 more (all in synth.json)")
 
 
 def test_cli_synth_and_option_errors(tmp_path):

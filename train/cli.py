@@ -6,9 +6,26 @@ from pathlib import Path
 
 import click
 from acfd.schemas.cli import AcfdGroup
+from acfd.train.config import PRESETS
+
+_PAPER = PRESETS["paper"]
 
 
-@click.group(cls=AcfdGroup)
+def _from_preset(text: str, paper: object) -> str:
+    """Help of a `fit` option whose default is the preset's value (shown for the paper preset)."""
+    return f"{text} [default: from the preset; paper: {paper}]"
+
+
+def _presets_epilog() -> str:
+    """Every preset of train/config.py on its own line (click's \\b keeps the lines as they are)."""
+    w = max(map(len, PRESETS))
+    rows = [f"  {name:<{w}}  {f'row {c.table_row}: ' if c.table_row is not None else ''}{c.description}"
+            for name, c in PRESETS.items()]  # fmt: skip
+    return ("Presets (--preset): the rows of Table 3 of Cao et al., \"Metric Learning for Anti-Compression "
+            "Facial Forgery Detection\", and the authors' public code.\n\n\b\n" + "\n".join(rows))
+
+
+@click.group(cls=AcfdGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="acfd")
 def main() -> None:
     """Build data, train, evaluate and export the anti-compression forgery detector."""
@@ -33,7 +50,11 @@ def synth(out: Path, videos: int, sources: tuple[Path, ...], frames: int, size: 
 
     s = synthesize(SynthConfig(out=out, videos=videos, frames=frames, seed=seed, sources=sources, size=size))
     splits = ", ".join(f"{k} {v}" for k, v in s.splits.items())
-    click.echo(f"{s.reals} real + {s.fakes} self-blended videos ({s.frames} frames) in {out} [{s.seconds:.1f} s]")
+    n_src = f"{s.sources} source{'s' if s.sources != 1 else ''}"
+    click.echo(f"{s.reals} real + {s.fakes} self-blended videos ({s.frames} frames) from {n_src} in {out} "
+               f"[{s.seconds:.1f} s]")  # fmt: skip
+    if s.skipped:
+        click.echo(s.skipped_line())
     click.echo(f"split pairs: {splits}")
 
 
@@ -43,8 +64,10 @@ def synth(out: Path, videos: int, sources: tuple[Path, ...], frames: int, size: 
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Crop cache folder.")
 @click.option("--frames", default=270, show_default=True, help="Frames sampled uniformly per video.")
 @click.option("--methods", multiple=True, help="Method folders to use (repeatable; default: all present).")
-@click.option("--hq", default="c23", show_default=True, type=click.Choice(["raw", "c0", "c23", "c40"]))
-@click.option("--lq", default="c40", show_default=True, type=click.Choice(["raw", "c0", "c23", "c40"]))
+@click.option("--hq", default="c23", show_default=True, type=click.Choice(["raw", "c0", "c23", "c40"]),
+              help="High-quality level of each pair (FF++ compression folder; raw and c0 stand in for each other).")
+@click.option("--lq", default="c40", show_default=True, type=click.Choice(["raw", "c0", "c23", "c40"]),
+              help="Low-quality level of each pair (what the scanner's branch is trained on).")
 @click.option("--splits", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder with train/val/test.json (default: ROOT/splits or ROOT; else a deterministic split).")
 @click.option("--size", default=299, show_default=True, help="Crop side in pixels.")
@@ -69,34 +92,50 @@ def prepare(
 
 
 # -- training and evaluation (acfd.train.fit / evaluate; owner: model engineer) -------------------
-@main.command()
+@main.command(epilog=_presets_epilog())
 @click.option("--data", "caches", multiple=True, required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Crop cache from `prepare` (repeat for the two-pair-level preset: one cache per HQ level).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
-@click.option("--preset", default=None, help="Table 3 row preset (default: paper); see docs/training.md.")
-@click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping may end sooner).")
-@click.option("--max-steps", type=int, default=None, help="Stop after this many optimisation steps.")
-@click.option("--batch-size", type=int, default=None, help="Batch size (paper: 32).")
-@click.option("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-4).")
-@click.option("--image-size", type=int, default=None, help="Model input side (paper: 299).")
-@click.option("--patience", type=int, default=None, help="Validations without improvement before stopping.")
-@click.option("--n-critic", type=int, default=None, help="Critic updates per model update (GAN presets).")
-@click.option("--amp", type=click.Choice(["bf16", "fp16", "fp32"]), default=None, help="CUDA mixed precision.")
-@click.option("--seed", type=int, default=None, help="Random seed (data order, initialisation).")
+@click.option("--preset", metavar="NAME", default=None,
+              help="Training recipe, one of the presets listed below. [default: paper; with --resume: the run's]")
+@click.option("--epochs", type=int, default=None,
+              help=_from_preset("Maximum epochs (early stopping may end sooner).", _PAPER.optim.epochs))
+@click.option("--max-steps", type=int, default=None,
+              help=_from_preset("Stop after this many optimisation steps.",
+                                _PAPER.optim.max_steps or "none, --epochs decides"))
+@click.option("--batch-size", type=int, default=None, help=_from_preset("Batch size.", _PAPER.optim.batch_size))
+@click.option("--lr", type=float, default=None, help=_from_preset("Adam learning rate.", _PAPER.optim.lr))
+@click.option("--image-size", type=int, default=None,
+              help=_from_preset("Model input side in pixels.", _PAPER.data.image_size))
+@click.option("--patience", type=int, default=None,
+              help=_from_preset("Validations without improvement before stopping.", _PAPER.optim.patience))
+@click.option("--n-critic", type=int, default=None,
+              help=_from_preset("Critic updates per model update (GAN presets).", _PAPER.loss.n_critic))
+@click.option("--amp", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+              help=_from_preset("CUDA mixed precision (CPU runs fp32).", _PAPER.optim.amp))
+@click.option("--seed", type=int, default=None,
+              help=_from_preset("Random seed (data order, initialisation).", _PAPER.optim.seed))
 @click.option("--precise-bn", type=int, default=None,
-              help="Recompute batch-norm statistics over N training batches before each validation (short runs).")
+              help=_from_preset("Recompute batch-norm statistics over N training batches before each validation "
+                                "(short runs).", _PAPER.optim.precise_bn))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Local legacy_xception weights (ImageNet): .safetensors or .pth (read with weights_only).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint, under its saved config (only --epochs "
+                   "and --max-steps may differ).")
+@click.option("--pretrained", default=None, metavar="imagenet|none|FILE",
+              help="Initial backbone weights: imagenet (timm's legacy_xception ImageNet weights, downloaded once "
+                   "into $TORCH_HOME/hub/checkpoints), none (random) or a local .safetensors/.pth FILE. "
+                   "[default: imagenet]")
+@click.option("--backbone-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), hidden=True,
+              help="Deprecated: --pretrained FILE.")
 @click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def fit(
     caches: tuple[Path, ...], out: Path, preset: str | None, epochs: int | None, max_steps: int | None,
     batch_size: int | None, lr: float | None, image_size: int | None, patience: int | None,
     n_critic: int | None, amp: str | None, seed: int | None, precise_bn: int | None, device: str,
-    resume: bool, backbone_weights: Path | None, workers: int, quiet: bool,
+    resume: bool, pretrained: str | None, backbone_weights: Path | None, workers: int, quiet: bool,
 ) -> None:  # fmt: skip
     """Train the paper's model (or a Table 3 ablation) on a crop cache; best weights go to OUT."""
     from acfd.train.config import resolve_config
@@ -109,12 +148,24 @@ def fit(
         cfg = resume_config(out, preset=preset, epochs=epochs, max_steps=max_steps, **changes)
     else:
         cfg = resolve_config(preset or "paper", epochs=epochs, max_steps=max_steps, **changes)
-    opts = FitOptions(out=out, data=caches, device=device, resume=resume, backbone_weights=backbone_weights,
+    if backbone_weights is not None:
+        if pretrained is not None:
+            raise click.UsageError("--backbone-weights is the old name of --pretrained FILE: pass only one")
+        pretrained = str(backbone_weights)
+    if resume and pretrained is not None:
+        raise click.UsageError("--pretrained sets the weights a new run starts from; --resume continues from the "
+                               "run's checkpoint")  # fmt: skip
+    opts = FitOptions(out=out, data=caches, device=device, resume=resume, pretrained=pretrained or "imagenet",
                       workers=workers, progress=not quiet)  # fmt: skip
     r = run_fit(cfg, opts)
     best = f"{r.best_val_loss:.4g}" if r.best_val_loss is not None else "n/a (no validation split)"
     click.echo(f"{cfg.preset}: {r.steps} steps, {r.epochs_done} epochs, best validation loss {best}"
                f"{', stopped early' if r.stopped_early else ''}; weights in {out}/model.safetensors")
+    from acfd.train.model import read_card
+
+    card = read_card(out)
+    if card is not None:
+        click.echo(f"model card ({out}/card.json): {card.one_line()}")
 
 
 @main.command()
@@ -122,10 +173,11 @@ def fit(
               help="Training run directory.")
 @click.option("--data", "caches", multiple=True, required=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path), help="Crop cache (repeatable).")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--workers", default=0, show_default=True)
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]),
+              help="Split of the cache to evaluate on.")
+@click.option("--batch-size", default=64, show_default=True, help="Crops per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
 def evaluate(
     run_dir: Path, caches: tuple[Path, ...], split: str, batch_size: int, device: str, workers: int, as_json: bool
@@ -158,11 +210,12 @@ def export(run_dir: Path, out: Path, fp16: bool, embedding: bool, exporter: str)
 
 
 @main.command()
-@click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="ONNX file from `acfd-train export` (FP16 graph: FP16 engine).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Plan file to write.")
-@click.option("--min-batch", default=1, show_default=True)
-@click.option("--opt-batch", default=32, show_default=True)
-@click.option("--max-batch", default=128, show_default=True)
+@click.option("--min-batch", default=1, show_default=True, help="Smallest batch the engine accepts.")
+@click.option("--opt-batch", default=32, show_default=True, help="Batch size TensorRT tunes the kernels for.")
+@click.option("--max-batch", default=128, show_default=True, help="Largest batch the engine accepts.")
 @click.option("--workspace-gb", type=float, default=None, help="TensorRT workspace limit (default: TensorRT's).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Timing cache file, read if present and updated (faster rebuilds on the same GPU).")
@@ -179,13 +232,16 @@ def engine(
 
 
 @main.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--min-batch", default=1, show_default=True)
-@click.option("--opt-batch", default=32, show_default=True)
-@click.option("--max-batch", default=128, show_default=True)
-@click.option("--workspace-gb", type=float, default=None)
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Training run directory (or its model.safetensors).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for model.onnx, model.fp16.onnx and model.plan.")
+@click.option("--min-batch", default=1, show_default=True, help="Smallest batch the engine accepts.")
+@click.option("--opt-batch", default=32, show_default=True, help="Batch size TensorRT tunes the kernels for.")
+@click.option("--max-batch", default=128, show_default=True, help="Largest batch the engine accepts.")
+@click.option("--workspace-gb", type=float, default=None, help="TensorRT workspace limit (default: TensorRT's).")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Timing cache file, read if present and updated (faster rebuilds on the same GPU).")
 def build(
     run_dir: Path, out_dir: Path, min_batch: int, opt_batch: int, max_batch: int,
     workspace_gb: float | None, timing_cache: Path | None,

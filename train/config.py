@@ -34,7 +34,7 @@ class ConfigError(AcfdError, ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network topology (DESIGN.md §3)."""
+    """Network topology: the two-branch XceptionNet of Cao et al. (paper §3) and its Table 3 ablations."""
 
     # 1: a single XceptionNet (the LQ branch alone, Table 3 rows 1-4); 2: the paper's two branches.
     branches: int = 2

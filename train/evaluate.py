@@ -6,6 +6,10 @@ exported - on the test split of the crop cache(s) without class balancing. Score
 metadata for the scanner ((r- + r+)/2 in the paper). Frame level: every crop. Video level: the mean
 frame score per video. PBCA: attention map > 0.5 vs the mask at the map size (area average > 0.5),
 pooled over all pixels of fakes and reals whose mask is valid. Results go to RUN/metrics.json.
+
+Each evaluation is also appended to the run's model card (RUN/card.json, :func:`acfd.train.card.evaluation`):
+the video-level AUC/ACC/TAR, how many real and fake videos, their fingerprint, and whether any of them
+were training videos. Fewer than 20 videos per class is recorded but does not validate the model.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from tqdm import tqdm
 from . import metrics
 from .fit import batch_inputs, open_datasets, resolve_device
 from .losses import mask_to_map
-from .model import LQBranch, artifact_meta, load_run
+from .model import LQBranch, artifact_meta, load_run, read_card, write_card
 
 RESULTS_FILE = "metrics.json"
 
@@ -48,6 +52,10 @@ class EvalResult:
     data: list[str]
     frame: dict[str, Any] = field(default_factory=dict)
     video: dict[str, Any] = field(default_factory=dict)
+    # What the model card recorded (an Evaluation as a dict; None when nothing was written), and the
+    # validation state of the card after it.
+    card_evaluation: dict[str, Any] | None = None
+    validation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN/inf (e.g. AUC of a one-class split) become None."""
@@ -119,8 +127,32 @@ def evaluate(
         data=[str(d) for d in data], frame=frame, video=video,
     )
     if write:
+        if run.is_dir():
+            _record_on_card(run, cfg, data, split, names, vy, vs, threshold, res)
         (run / RESULTS_FILE).write_text(json.dumps(res.to_dict(), indent=2, sort_keys=True) + "\n")
     return res
+
+
+def _record_on_card(
+    run: Path, cfg: Any, data: Any, split: str, names: list[str], vy: np.ndarray, vs: np.ndarray,
+    threshold: float, res: EvalResult,
+) -> None:  # fmt: skip
+    """Append this evaluation to RUN/card.json (a run from before model cards gets a minimal card)."""
+    from acfd.schemas.card import ModelCard
+
+    from .card import evaluation, threshold_source
+
+    card = read_card(run)
+    if card is None:
+        card = ModelCard(preset=cfg.preset, image_size=cfg.data.image_size, threshold_source=threshold_source(cfg),
+                         notes="card started by `acfd-train evaluate`: the run predates model cards")  # fmt: skip
+    fed = "hq" if not cfg.two_branch and cfg.data.input == "hq" else "lq"
+    ev = evaluation(card, [Path(d) for d in data], split, names, vy, vs, threshold, fed=fed,
+                    settings={"score": res.score, "preset": cfg.preset})  # fmt: skip
+    card = card.with_evaluation(ev)
+    write_card(run, card)
+    res.card_evaluation = metrics.jsonable(ev.to_dict())  # type: ignore[assignment]
+    res.validation = card.validation
 
 
 def _pct(x: Any) -> str:
@@ -143,6 +175,11 @@ def table(res: EvalResult) -> str:
     lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*r) for r in rows]
     notes = [f"preset {res.preset}, split {res.split}, threshold {res.threshold:g} ({res.score} score)"]
+    ev = res.card_evaluation
+    if ev is not None:
+        why = f": {ev['reason']}" if ev.get("reason") else ""
+        notes.append(f"model card: evaluation recorded ({ev['n_real']} real + {ev['n_fake']} fake videos); "
+                     f"validation {res.validation}{why}")  # fmt: skip
     fr = res.frame.get("far_resolution")
     if fr is not None and fr > 1e-4:
         notes.append(

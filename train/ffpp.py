@@ -1,6 +1,6 @@
 """FaceForensics++ on disk: the folder layout, the split files, and video reading/writing with PyAV.
 
-Layout (DESIGN.md §4)::
+Layout (FaceForensics++'s download script writes it; ``acfd-train synth`` writes the same)::
 
     ROOT/original_sequences/<source>/<comp>/videos/NNN.mp4          source: youtube (and actors for DFD)
     ROOT/manipulated_sequences/<Method>/<comp>/videos/TTT_SSS.mp4   comp: raw | c0 | c23 | c40

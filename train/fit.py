@@ -3,7 +3,9 @@
 ``fit(cfg, opts)`` trains on the crop cache(s) of ``acfd-train prepare`` and writes a run directory:
 
 * ``config.json`` - the resolved :class:`TrainConfig` (+ its hash);
-* ``model.safetensors`` - the best weights so far (lowest validation loss), config in the header;
+* ``card.json`` - the model card (:mod:`acfd.train.card`): initial weights, threshold source, training
+  data (kind, counts, content hashes); its ``steps`` follow the saved weights;
+* ``model.safetensors`` - the best weights so far (lowest validation loss), config and card in the header;
 * ``metrics.jsonl`` - one JSON line per validation (train means, validation loss and LQ AUC/ACC);
 * ``checkpoint/`` - the last state for ``--resume``: ``model.safetensors`` (all weights),
   ``optim.safetensors`` (optimizer tensors, flattened; RNG states) and ``state.json`` (step, epoch,
@@ -20,14 +22,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from acfd.schemas.card import ModelCard
 from acfd.schemas.errors import AcfdError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -39,14 +43,20 @@ from . import metrics
 from .config import TrainConfig, config_hash
 from .losses import critic_loss, model_loss
 from .model import (
+    CARD_FILE,
+    CONFIG_FILE,
+    NO_PRETRAINING,
     WEIGHTS_FILE,
     LQBranch,
     TwoBranchXception,
+    backbone_init,
     build_model,
     normalize,
+    read_card,
     resize_crops,
     save_run,
     state_tensors,
+    write_card,
     write_config,
 )
 
@@ -68,7 +78,10 @@ class FitOptions:
     data: tuple[Path, ...] = ()
     device: str = "auto"
     resume: bool = False
-    backbone_weights: Path | None = None
+    # Initial backbone weights: "imagenet" (timm's, what the paper and `acfd-train fit` use), "none"
+    # (random; the library default, so that code and tests never reach for the network unasked) or a
+    # local weights file. Not used by a resumed run: its weights come from the checkpoint.
+    pretrained: str | Path = NO_PRETRAINING
     workers: int = 0
     progress: bool = True
     train_split: str = "train"
@@ -131,7 +144,7 @@ def open_datasets(
     caches: Sequence[Path], split: str, image_size: int, balance: bool
 ) -> Dataset | None:
     """PairedCropDataset(s) of the caches for one split (concatenated); None when the split is empty."""
-    from .dataset import PairedCropDataset  # the data engineer's module (contract 2)
+    from .dataset import PairedCropDataset  # the crop-cache reader (train/dataset.py)
 
     parts = []
     for c in caches:
@@ -266,7 +279,10 @@ class Trainer:
         self.device = resolve_device(opts.device)
         torch.manual_seed(cfg.optim.seed)
         np.random.seed(cfg.optim.seed % (2**32))
-        self.model = (model or build_model(cfg, opts.backbone_weights)).to(self.device)
+        init = NO_PRETRAINING if opts.resume else opts.pretrained  # resumed: the checkpoint's weights
+        self.model = (model or build_model(cfg, init)).to(self.device)
+        # The run's model card; its steps follow every save of the weights (None: no card is kept).
+        self.card: ModelCard | None = None
         self.critic = self.model.critic
         main_params = [p for n, p in self.model.named_parameters() if not n.startswith("critic.")]
         o = cfg.optim
@@ -421,7 +437,7 @@ class Trainer:
         else:
             improved = True  # no validation split: keep the latest weights
         if improved:
-            save_run(self.opts.out, self.model, self.cfg)
+            self.save_model()
         record["best"] = improved
         stop = st.bad_validations >= self.cfg.optim.patience
         st.stopped_early = stop
@@ -434,6 +450,13 @@ class Trainer:
                        f"{val_txt}{' (best, saved)' if improved else ''}{' - early stop' if stop else ''}")
         self.save_checkpoint()
         return stop
+
+    def save_model(self) -> None:
+        """RUN/model.safetensors (+ config); the card first, so the weights' header carries its step count."""
+        if self.card is not None:
+            self.card = replace(self.card, steps=self.state.step)
+            write_card(self.opts.out, self.card)
+        save_run(self.opts.out, self.model, self.cfg)
 
     def precise_bn(self, train_data: Dataset) -> None:
         """Exact batch-norm statistics over ``optim.precise_bn`` training batches (seeded order)."""
@@ -500,7 +523,7 @@ class Trainer:
             if self._end_of_period(val_loader, means, epoch_done=not stopped_mid_epoch):
                 break
         if not (opts.out / WEIGHTS_FILE).is_file():  # e.g. resumed a finished run: keep something
-            save_run(opts.out, self.model, self.cfg)
+            self.save_model()
         return FitResult(opts.out, st.step, st.epoch, st.best_val, st.stopped_early, history)
 
 
@@ -520,9 +543,13 @@ def fit(
     (epochs/max_steps) the caller may have extended.
     """
     out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise FitError(f"{out} is a file, not a run folder")
     if not opts.resume and (out / CHECKPOINT_DIR / "state.json").exists():
         raise FitError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    init = "unknown" if opts.resume else backbone_init(opts.pretrained)  # a missing weights file fails here
+    # Everything that can fail on the arguments (data, device, weights, checkpoint) fails before the
+    # run folder exists, so a refused fit leaves nothing that looks like a run.
     if train_data is None:
         if not opts.data:
             raise FitError("no training data: pass --data CACHE")
@@ -534,11 +561,48 @@ def fit(
         val_data = open_datasets(opts.data, opts.val_split, cfg.data.image_size, balance=False)
         if val_data is None:
             log.warning("no %r split: early stopping is off and the last weights are kept", opts.val_split)
-    write_config(out, cfg)
-    trainer = Trainer(cfg, opts)
+    card = read_card(out) if opts.resume and out.is_dir() else None
+    if card is None:  # a new run (or a resumed one from before model cards: its initial weights are unknown)
+        from .card import new_card
+
+        card = new_card(cfg, init, [Path(c) for c in opts.data])
+    trainer = Trainer(cfg, opts)  # builds the model: ImageNet weights that cannot be had fail here
     if opts.resume:
         trainer.load_checkpoint()
-    return trainer.run(train_data, val_data)
+    trainer.card = card
+    created = _first_missing(out)
+    new_config = not (out / CONFIG_FILE).exists()
+    new_card_file = not (out / CARD_FILE).exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FitError(f"cannot create the run folder {out}: {e}") from e
+    try:
+        write_config(out, cfg)
+        write_card(out, card)
+        return trainer.run(train_data, val_data)
+    except BaseException:
+        # Failed (or interrupted) before its first weights or checkpoint: nothing to resume or keep.
+        # Remove only what this call created; a folder or file that existed before is never touched.
+        if not (out / WEIGHTS_FILE).exists() and not (out / CHECKPOINT_DIR).exists():
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            else:
+                if new_config:
+                    (out / CONFIG_FILE).unlink(missing_ok=True)
+                if new_card_file:
+                    (out / CARD_FILE).unlink(missing_ok=True)
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet; None if it exists."""
+    top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        top = p
+    return top
 
 
 # Fields a resumed run may change: how long it trains, not what it trains.

@@ -1,6 +1,7 @@
 """The paper's evaluation metrics (§4.1) in numpy: ACC, AUC, TAR at a FAR, PBCA; video aggregation.
 
-Conventions (docs/training.md):
+ROC, AUC, TAR at a FAR, ACC and the threshold at a FAR are defined in :mod:`acfd.schemas.metrics`
+(shared with ``acfd-scan validate``) and re-exported here. Conventions (docs/training.md):
 
 * Label 1 = fake = positive. A higher score means "more fake" (the distance ||C|| or P(fake)).
 * ACC uses the paper's decision rule: fake iff score > threshold (strictly).
@@ -20,78 +21,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from acfd.schemas.metrics import accuracy, auc, check_scores, roc_curve, tar_at_far, threshold_at_far
 
 FARS = (1e-3, 1e-4)  # TAR@0.1% and TAR@0.01% of Table 3
 
 
-def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels).astype(np.int64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"{y.size} labels but {s.size} scores")
-    if not np.all((y == 0) | (y == 1)):
-        raise ValueError("labels must be 0 (real) or 1 (fake)")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores must be finite")
-    return y, s
+# The generic metrics live in acfd.schemas.metrics (acfd-scan validate uses them too); re-exported here
+# so training code and its tests keep calling acfd.train.metrics.
+_check = check_scores
 
-
-def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds), thresholds decreasing; point i predicts fake iff score >= thresholds[i].
-
-    The first point is (0, 0) at threshold +inf. Needs at least one real and one fake.
-    """
-    y, s = _check(labels, scores)
-    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("ROC needs both reals and fakes")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    # Last index of each run of equal scores: the operating point that admits all tied samples.
-    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
-    tp = np.cumsum(y)[last]
-    fp = (last + 1) - tp
-    fpr = np.r_[0.0, fp / n_neg]
-    tpr = np.r_[0.0, tp / n_pos]
-    thr = np.r_[np.inf, s[last]]
-    return fpr, tpr, thr
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U / (n_pos n_neg), ties counted half); nan if one class."""
-    y, s = _check(labels, scores)
-    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(s.size, dtype=np.float64)
-    ss = s[order]
-    # Average ranks (1-based) over runs of ties.
-    starts = np.r_[0, np.nonzero(np.diff(ss))[0] + 1]
-    ends = np.r_[starts[1:], ss.size]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def tar_at_far(labels: np.ndarray, scores: np.ndarray, far: float) -> tuple[float, float]:
-    """(TAR, threshold) at false-accept rate ``far`` (see the module docstring); nan if one class."""
-    y, s = _check(labels, scores)
-    if y.sum() == 0 or (1 - y).sum() == 0:
-        return float("nan"), float("nan")
-    fpr, tpr, thr = roc_curve(y, s)
-    ok = np.nonzero(fpr <= far + 1e-12)[0]
-    best = ok[np.argmax(tpr[ok])]
-    return float(tpr[best]), float(thr[best])
-
-
-def accuracy(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    """Fraction correct under the rule fake iff score > threshold."""
-    y, s = _check(labels, scores)
-    if y.size == 0:
-        return float("nan")
-    return float(np.mean((s > threshold).astype(np.int64) == y))
+__all__ = [
+    "FARS", "accuracy", "auc", "check_scores", "jsonable", "pbca", "roc_curve", "summarize", "tar_at_far",
+    "threshold_at_far", "video_scores",
+]
 
 
 def pbca(maps: np.ndarray, targets: np.ndarray) -> float:

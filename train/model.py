@@ -11,6 +11,11 @@ One file for the model family, blocks first, then the models, then the factory a
 * :func:`build_model`, :func:`save_run`, :func:`load_run`, :func:`artifact_meta`.
 
 Layer widths come from timm's ``feature_info``/``num_features``; nothing here hard-codes 728 or 2048.
+
+Initial weights (``pretrained``): ``"imagenet"`` - timm's own pretrained mechanism for legacy_xception
+(downloaded once into torch hub's cache, ``$TORCH_HOME/hub/checkpoints``, then reused offline);
+``"none"`` - random; or a local weights file. The run's model card (RUN/card.json, see
+:mod:`acfd.schemas.card`) records which, and travels in every artifact made from the run.
 """
 
 from __future__ import annotations
@@ -18,14 +23,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
 import torch.nn.functional as F
-from acfd.schemas.artifact import META_KEY, ArtifactMeta, project_version
+from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta, project_version
+from acfd.schemas.card import ModelCard
 from acfd.schemas.errors import AcfdError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -41,7 +49,10 @@ STEM = ("conv1", "bn1", "act1", "conv2", "bn2", "act2")
 EXIT = ("conv3", "bn3", "act3", "conv4", "bn4", "act4")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
 CONFIG_KEY = "acfd.config"
+# Values of ``pretrained`` (``fit --pretrained``) that are not a file.
+IMAGENET, NO_PRETRAINING = "imagenet", "none"
 
 
 class ModelError(AcfdError, ValueError):
@@ -50,7 +61,7 @@ class ModelError(AcfdError, ValueError):
 
 # -- blocks ----------------------------------------------------------------------------------------
 def _xception(num_classes: int = 0) -> nn.Module:
-    # pretrained=False: nothing is ever downloaded; ImageNet weights come from a local file.
+    # pretrained=False: a randomly initialised backbone; ImageNet weights come from imagenet_backbone().
     return timm.create_model(BACKBONE, pretrained=False, num_classes=num_classes)
 
 
@@ -285,16 +296,99 @@ def load_backbone_weights(path: Path) -> dict[str, Tensor]:
     return out
 
 
-def build_model(cfg: TrainConfig, backbone_weights: Path | None = None) -> TwoBranchXception:
-    """The model for ``cfg``; with ``backbone_weights``, both heads and the tail start from them
-    (attention layers, critic and CE head are always freshly initialised, as in the paper)."""
+def imagenet_source() -> tuple[str, Path | None]:
+    """(where timm fetches legacy_xception's ImageNet weights, the file torch hub caches them in).
+
+    Both come from timm's pretrained config, not from this file; the cache path follows torch hub
+    (``$TORCH_HOME/hub/checkpoints/<file name of the URL>``) and is None when timm names no URL.
+    """
+    import torch.hub
+    from timm.models import get_pretrained_cfg
+
+    pc = get_pretrained_cfg(BACKBONE)
+    url = getattr(pc, "url", None) if pc is not None else None
+    if url:
+        name = os.path.basename(urlparse(url).path)
+        return url, Path(torch.hub.get_dir()) / "checkpoints" / name
+    hub = getattr(pc, "hf_hub_id", None) if pc is not None else None
+    return (f"Hugging Face hub {hub}" if hub else "nowhere (timm names no weights)"), None
+
+
+def imagenet_backbone(file: Path | None = None) -> nn.Module:
+    """legacy_xception with timm's ImageNet weights, through timm's own pretrained mechanism.
+
+    The first call downloads the file into torch hub's cache; later calls (and offline machines that
+    hold the file there) read it from the cache. ``file``: the same weights from a local file instead
+    (timm's ``pretrained_cfg_overlay``). The 1000-class head is loaded too - so timm checks every key
+    (a strict load: no layer silently stays random) - and then removed.
+    """
+    overlay = {"file": str(file)} if file is not None else None
+    url, cached = imagenet_source()
+    where = file if file is not None else cached
+    try:
+        backbone = timm.create_model(BACKBONE, pretrained=True, pretrained_cfg_overlay=overlay)
+    except OSError as e:  # URLError, HTTPError, timeouts, an unreadable file: all OSError
+        if file is not None or (cached is not None and cached.is_file()):
+            raise ModelError(f"cannot read ImageNet weights {where}: {_first_line(e)}") from e
+        put = f"put it at {cached}" if cached is not None else "keep it"
+        raise ModelError(
+            f"cannot download the ImageNet weights of {BACKBONE} ({_first_line(e)}): on a machine with "
+            f"internet, download {url} and {put} (torch hub's cache, under $TORCH_HOME), or pass "
+            f"--pretrained FILE with the downloaded file, or --pretrained {NO_PRETRAINING} to start "
+            "from random weights"
+        ) from e
+    except (RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError, SafetensorError) as e:
+        raise ModelError(
+            f"ImageNet weights {where} are not {BACKBONE} weights ({_first_line(e)}); delete the file "
+            "and try again"
+        ) from e
+    backbone.reset_classifier(0)  # the same module _xception(num_classes=0) builds, with weights
+    return backbone
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+def parse_pretrained(value: str | Path | None) -> str | Path:
+    """``"imagenet"``, ``"none"`` or a weights file (a Path); None means ``"none"``."""
+    if value is None:
+        return NO_PRETRAINING
+    if isinstance(value, Path):
+        return value
+    if value in (IMAGENET, NO_PRETRAINING):
+        return value
+    return Path(value)
+
+
+def backbone_init(pretrained: str | Path | None) -> str:
+    """What the model card records: ``imagenet``, ``random`` or ``file:NAME sha256:HEX12``."""
+    p = parse_pretrained(pretrained)
+    if p == IMAGENET:
+        return "imagenet"
+    if p == NO_PRETRAINING:
+        return "random"
+    path = Path(p)
+    if not path.is_file():
+        raise ModelError(f"backbone weights file {path} does not exist")
+    return f"file:{path.name} sha256:{_file_sha256(path)[:12]}"
+
+
+def build_model(cfg: TrainConfig, pretrained: str | Path | None = NO_PRETRAINING) -> TwoBranchXception:
+    """The model for ``cfg``. ``pretrained``: ``"imagenet"`` (timm's weights, :func:`imagenet_backbone`),
+    ``"none"`` (random) or a local weights file (:func:`load_backbone_weights`); both heads and the
+    tail start from them (attention layers, critic and CE head always start random, as in the paper)."""
+    p = parse_pretrained(pretrained)
+    if p == IMAGENET:
+        return TwoBranchXception(cfg, imagenet_backbone())
     backbone = _xception()
-    if backbone_weights is not None:
-        sd = load_backbone_weights(Path(backbone_weights))
+    if p != NO_PRETRAINING:
+        sd = load_backbone_weights(Path(p))
         missing, unexpected = backbone.load_state_dict(sd, strict=False)
         if missing or unexpected:
             raise ModelError(
-                f"{backbone_weights} is not a {BACKBONE} state dict: "
+                f"{p} is not a {BACKBONE} state dict: "
                 f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
                 f"(e.g. {unexpected[:3]})"
             )
@@ -303,10 +397,12 @@ def build_model(cfg: TrainConfig, backbone_weights: Path | None = None) -> TwoBr
 
 # -- runs ------------------------------------------------------------------------------------------
 def artifact_meta(source: Path | TrainConfig, model_id: str = "") -> ArtifactMeta:
-    """The artifact metadata of a run directory (or of a resolved config), per the shared contract.
+    """The artifact metadata (``acfd.schemas.artifact.ArtifactMeta``) of a run directory or a resolved config.
 
-    For a run directory ``model_id`` defaults to the sha256 of its model.safetensors.
+    For a run directory ``model_id`` defaults to the sha256 of its model.safetensors, and ``card`` is
+    RUN/card.json (None when the run has none); for a model.safetensors file, the card in its header.
     """
+    card: ModelCard | None = None
     if isinstance(source, TrainConfig):
         cfg = source
     else:
@@ -315,6 +411,7 @@ def artifact_meta(source: Path | TrainConfig, model_id: str = "") -> ArtifactMet
         weights = run / WEIGHTS_FILE if run.is_dir() else run
         if not model_id and weights.is_file():
             model_id = _file_sha256(weights)
+        card = read_card(run)
     ce = cfg.model.head == "ce"
     return ArtifactMeta(
         input_size=cfg.data.image_size,
@@ -330,7 +427,47 @@ def artifact_meta(source: Path | TrainConfig, model_id: str = "") -> ArtifactMet
         model_id=model_id,
         precision="fp32",
         project_version=project_version(),
+        card=card,
     )
+
+
+def read_card(source: Path) -> ModelCard | None:
+    """The model card of a run (RUN/card.json) or of a model.safetensors (its header); None if it has none."""
+    source = Path(source)
+    if source.is_dir():
+        f = source / CARD_FILE
+        if not f.is_file():
+            return None
+        try:
+            return ModelCard.from_dict(json.loads(f.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as e:  # CardError is a ValueError
+            raise ModelError(f"{f} is not a valid model card: {_first_line(e)}") from e
+    if not source.is_file():
+        return None
+    try:
+        with safe_open(str(source), framework="pt") as fh:
+            meta = (fh.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError) as e:
+        raise ModelError(f"cannot read {source}: {e}") from e
+    if meta is None:
+        return None
+    try:
+        return ArtifactMeta.from_json(meta).card
+    except ArtifactError as e:
+        raise ModelError(f"{source}: {e}") from e
+
+
+def write_card(run_dir: Path, card: ModelCard) -> Path:
+    """Write RUN/card.json atomically (a reader never sees half a card)."""
+    f = Path(run_dir) / CARD_FILE
+    tmp = f.with_name(f".{f.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(card.to_dict(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, f)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"cannot write {f}: {e}") from e
+    return f
 
 
 def _file_sha256(path: Path) -> str:
@@ -346,20 +483,21 @@ def state_tensors(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
-def save_weights(path: Path, model: TwoBranchXception, cfg: TrainConfig) -> None:
-    """model.safetensors with the resolved config and the artifact metadata in its header."""
-    meta = artifact_meta(cfg)
+def save_weights(path: Path, model: TwoBranchXception, cfg: TrainConfig, card: ModelCard | None = None) -> None:
+    """model.safetensors with the resolved config and the artifact metadata (with ``card``) in its header."""
+    meta = replace(artifact_meta(cfg), card=card)
     tmp = Path(path).with_suffix(".tmp")
     save_file(state_tensors(model), str(tmp), metadata={CONFIG_KEY: cfg.to_json(), META_KEY: meta.to_json()})
     tmp.replace(path)  # atomic: a crash never leaves a half-written best model
 
 
 def save_run(run_dir: Path, model: TwoBranchXception, cfg: TrainConfig) -> Path:
-    """Write RUN/config.json and RUN/model.safetensors; returns the weights path."""
+    """Write RUN/config.json and RUN/model.safetensors (its header carries RUN/card.json, if any);
+    returns the weights path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, cfg)
-    save_weights(run_dir / WEIGHTS_FILE, model, cfg)
+    save_weights(run_dir / WEIGHTS_FILE, model, cfg, read_card(run_dir))
     return run_dir / WEIGHTS_FILE
 
 

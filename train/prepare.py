@@ -7,6 +7,10 @@ HQ frame, the LQ frame and the mask frame (same index) with the same box, binari
 Every problem is recorded, counted and reported, never fatal and never silent: unreadable or
 truncated videos, missing LQ files, missing or short masks, frames without a face. Each video is
 written atomically (temporary files, then rename; its JSON record last), so a re-run resumes.
+
+For the model card, each video's record keeps the content hashes (:func:`acfd.schemas.hashing.content_hash`)
+of its HQ and LQ files (``hq_hash``, ``lq_hash``), and ``cache.json`` keeps what kind of dataset the
+crops came from (``dataset``: FF++ with real forgeries, or ``acfd-train synth`` output, from its marker).
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ import av
 import cv2
 import numpy as np
 from acfd.scanner.faces import DETECTOR_MODES, CropBox, FaceDetector, crop, crop_box, largest_face
+from acfd.schemas.card import FAKES_REAL, FAKES_SYNTHETIC
 from acfd.schemas.errors import AcfdError
+from acfd.schemas.hashing import content_hash
 
 from .ffpp import COMPRESSIONS, REAL, FFVideo, VideoReadError, frame_count, iter_frames, list_videos
+from .synth import SYNTH_MARKER
 
 CACHE_FORMAT = "acfd-crops/1"
 INDEX_FIELDS = (
@@ -205,6 +212,9 @@ def prepare_video(v: FFVideo, cfg: PrepareConfig, det: FaceDetector) -> dict[str
         "hq": str(v.hq),
         "lq": str(v.lq),
         "mask_video": str(v.mask) if v.mask else None,
+        # content hashes of the source files (None: unreadable or missing), listed by the model card
+        "hq_hash": content_hash(v.hq),
+        "lq_hash": content_hash(v.lq),
         "status": OK,
         "errors": [],
         "frames": [],
@@ -340,6 +350,32 @@ def _worker_run(v: FFVideo) -> dict[str, object]:
     return prepare_video(v, _worker_state["cfg"], _worker_state["det"])  # type: ignore[arg-type]
 
 
+def dataset_info(root: Path) -> dict[str, object]:
+    """What kind of dataset ``root`` is: ``acfd-train synth`` output (its marker file) or FF++.
+
+    ``{"kind": "synth"|"ffpp", "forgeries": "synthetic"|"real", "sources": [...]}``; a root without
+    the marker is taken for FaceForensics++ (real forgeries made by the FF++ methods).
+    """
+    marker = Path(root) / SYNTH_MARKER
+    if not marker.is_file():
+        return {"kind": "ffpp", "forgeries": FAKES_REAL, "sources": ["FaceForensics++"]}
+    try:
+        d = json.loads(marker.read_text(encoding="utf-8"))
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise PrepareError(f"{marker} is not a valid dataset marker ({e})") from e
+    forgeries = d.get("forgeries", FAKES_SYNTHETIC)
+    if forgeries not in (FAKES_REAL, FAKES_SYNTHETIC):
+        raise PrepareError(f"{marker}: forgeries must be real or synthetic, not {forgeries!r}")
+    sources = d.get("sources") or []
+    return {
+        "kind": str(d.get("kind", "synth")),
+        "forgeries": forgeries,
+        "sources": [str(x) for x in sources] if isinstance(sources, list) else [str(sources)],
+    }
+
+
 def _check_cache(cfg: PrepareConfig) -> None:
     out = Path(cfg.out)
     meta = out / "cache.json"
@@ -357,9 +393,22 @@ def _check_cache(cfg: PrepareConfig) -> None:
             raise PrepareError(f"cache {out} was prepared with other options ({what}); use another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps(params | {"ffpp": str(cfg.ffpp)}, indent=1), encoding="utf-8")
+        # "dataset" is not a cache parameter: an older cache (without it) resumes and gains it
+        info = params | {"ffpp": str(cfg.ffpp), "dataset": dataset_info(cfg.ffpp)}
+        meta.write_text(json.dumps(info, indent=1), encoding="utf-8")
     except OSError as e:
         raise PrepareError(f"cannot write the crop cache {out}: {e}") from e
+
+
+def _with_hashes(rec: dict[str, object], v: FFVideo, path: Path) -> dict[str, object]:
+    """A record from an older acfd gains the content hashes of its files (the model card lists them)."""
+    if "hq_hash" in rec and "lq_hash" in rec:
+        return rec
+    rec = rec | {"hq_hash": content_hash(v.hq), "lq_hash": content_hash(v.lq)}
+    tmp = _tmp(path)
+    tmp.write_text(json.dumps(rec), encoding="utf-8")
+    tmp.replace(path)
+    return rec
 
 
 def _index_rows(rec: dict[str, object]) -> Iterator[dict[str, object]]:
@@ -403,10 +452,12 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> PrepareSummary:
         p = _paths(out, v.video)["record"]
         if p.is_file():
             try:
-                records[v.video] = json.loads(p.read_text(encoding="utf-8"))
-                continue
+                rec = json.loads(p.read_text(encoding="utf-8"))
             except ValueError:
-                pass  # a damaged record: redo the video
+                rec = None  # a damaged record: redo the video
+            if isinstance(rec, dict):
+                records[v.video] = _with_hashes(rec, v, p)
+                continue
         todo.append(v)
     summary = PrepareSummary(out=out, skipped=len(records))
 
@@ -455,3 +506,77 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> PrepareSummary:
     summary.seconds = time.perf_counter() - t0
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1), encoding="utf-8")
     return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a cache's provenance (the model card's training data and evaluation sets)
+
+
+@dataclass(frozen=True)
+class CachedVideo:
+    """One video of a crop cache as the model card sees it."""
+
+    video: str  # cache id, e.g. "youtube/000"
+    method: str  # "real" or the manipulation method
+    label: int  # 1 fake
+    split: str
+    crops: int  # frames with a usable crop (0: the video never reached the model)
+    hq_hash: str | None  # content hashes of the source files; None when unknown (older cache)
+    lq_hash: str | None
+
+
+def cache_meta(cache: Path) -> dict[str, object]:
+    """CACHE/cache.json, or a PrepareError naming the file."""
+    f = Path(cache) / "cache.json"
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise PrepareError(f"{f} is not a crop cache's cache.json ({e}); run `acfd-train prepare` first") from e
+    if not isinstance(d, dict):
+        raise PrepareError(f"{f} is not a crop cache's cache.json (not a JSON object)")
+    return d
+
+
+def cache_dataset(cache: Path) -> dict[str, object]:
+    """The ``dataset`` entry of a cache (kind, forgeries, sources) plus its root (``ffpp``).
+
+    A cache from before acfd recorded it: the root's marker decides while the root exists; otherwise
+    kind and forgeries are ``unknown``.
+    """
+    meta = cache_meta(cache)
+    root = str(meta.get("ffpp", ""))
+    info = meta.get("dataset")
+    if not isinstance(info, dict):
+        if root and Path(root).is_dir():
+            info = dataset_info(Path(root))
+        else:
+            info = {"kind": "unknown", "forgeries": "unknown", "sources": []}
+    return {**info, "root": root}
+
+
+def cache_videos(cache: Path, splits: tuple[str, ...] | list[str] | None = None) -> list[CachedVideo]:
+    """The videos of a cache (of ``splits``; default all), in index order, with their content hashes."""
+    path = Path(cache) / "index.csv"
+    if not path.is_file():
+        raise PrepareError(f"{cache} is not a crop cache (no index.csv): run `acfd-train prepare` first")
+    first: dict[str, dict[str, str]] = {}  # video -> its first index row (method, label, split)
+    crops: Counter = Counter()  # video -> frames with a usable crop
+    with path.open(newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            if splits is not None and r["split"] not in splits:
+                continue
+            first.setdefault(r["video"], r)
+            crops[r["video"]] += r["status"] == OK
+    out = []
+    for video, r in first.items():
+        rec: object = None
+        try:
+            rec = json.loads(_paths(Path(cache), video)["record"].read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # no record: hashes unknown
+        rec = rec if isinstance(rec, dict) else {}
+        out.append(CachedVideo(
+            video=video, method=r["method"], label=int(r["label"]), split=r["split"], crops=crops[video],
+            hq_hash=rec.get("hq_hash") or None, lq_hash=rec.get("lq_hash") or None,
+        ))  # fmt: skip
+    return out

@@ -10,7 +10,9 @@ mask built from the face's landmark hull (BlazeFace keypoints and box), deformed
 field and with a blurred boundary. The blend region is written as the mask video. Every video is
 written at c0 (lossless), c23 and c40 from the same frames, as FaceForensics++ did.
 
-Method folder: ``manipulated_sequences/SelfBlended``. Split files go to ``OUT/splits``.
+Method folder: ``manipulated_sequences/SelfBlended``. Split files go to ``OUT/splits``. The marker
+``OUT/acfd-synth.json`` says the dataset is synthetic (``prepare`` copies it into the crop cache, so
+a model card never mistakes self-blended forgeries for real ones).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from acfd.schemas.errors import AcfdError
 from .ffpp import SPLITS, SYNTH_METHOD, iter_frames, ranked_splits, write_video
 
 LEVELS: tuple[str, ...] = ("c0", "c23", "c40")
+# Marker in the dataset root: what kind of data this is (an FF++ root has none).
+SYNTH_MARKER = "acfd-synth.json"
+DEFAULT_SOURCE = "skimage.data.astronaut"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -74,6 +79,21 @@ class SynthSummary:
     frames: int = 0
     seconds: float = 0.0
     splits: dict[str, int] = field(default_factory=dict)
+    sources: int = 0  # distinct sources the videos were made from
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, why), in the order met
+
+    def skipped_line(self, first: int = 3) -> str | None:
+        """``skipped N sources: why; why; ...`` (the first few reasons), or None when none was skipped."""
+        return _skipped_text(self.skipped, first)
+
+
+def _skipped_text(skipped: Sequence[tuple[str, str]], first: int = 3) -> str | None:
+    if not skipped:
+        return None
+    n = len(skipped)
+    reasons = "; ".join(why for _, why in skipped[:first])
+    more = f"; and {n - first} more (all in synth.json)" if n > first else ""
+    return f"skipped {n} source{'s' if n > 1 else ''}: {reasons}{more}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,6 +291,22 @@ def _track(det: FaceDetector, frames: Sequence[np.ndarray], what: str) -> list[F
     return [faces[i] or faces[min(known, key=lambda k: abs(k - i))] for i in range(len(faces))]  # type: ignore[misc]
 
 
+def _source_frames(
+    det: FaceDetector, src: Path | None, k: int, photos: dict[int, tuple[np.ndarray, Face]],
+    vid: str, source_name: str, cfg: SynthConfig,
+) -> tuple[list[np.ndarray], list[Face]]:  # fmt: skip
+    """Real frames of video ``vid`` from source ``k`` and the main face of each; SynthError if unusable."""
+    if src is not None and src.suffix.lower() not in IMAGE_SUFFIXES:
+        frames = _frame_video(src, det, cfg.frames, cfg.size)
+    else:
+        if k not in photos:
+            img = _read_image(src) if src else _default_source()
+            photos[k] = (img, _main_face(det, img, str(src) if src else "the astronaut photo"))
+        # Seeded by the video index, not the source: a skipped source leaves the other videos' motion as is.
+        frames = _animate_photo(*photos[k], cfg.frames, cfg.size, np.random.default_rng([cfg.seed, int(vid)]))
+    return frames, _track(det, frames, f"video {vid} ({source_name})")
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -305,26 +341,38 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
     with FaceDetector(cfg.detector) as det:  # type: ignore[arg-type]
         sources: list[Path | None] = [Path(x) for x in cfg.sources] or [None]  # None: the astronaut photo
         photos: dict[int, tuple[np.ndarray, Face]] = {}  # source index -> photo and its face, read once
+        dropped: set[int] = set()  # sources skipped: unreadable, or no face found
+        used: set[int] = set()
+        nxt = 0  # sources are taken in turn; with no source skipped, video i uses source i % len(sources)
         for i in range(cfg.videos):
             vid = f"{i:03d}"
-            rng = np.random.default_rng([cfg.seed, i])
-            k = i % len(sources)
-            src = sources[k]
-            source_name = str(src) if src else "skimage.data.astronaut"
-            if src is not None and src.suffix.lower() not in IMAGE_SUFFIXES:
-                frames = _frame_video(src, det, cfg.frames, cfg.size)
-            else:
-                if k not in photos:
-                    img = _read_image(src) if src else _default_source()
-                    photos[k] = (img, _main_face(det, img, str(src) if src else "the astronaut photo"))
-                frames = _animate_photo(*photos[k], cfg.frames, cfg.size, rng)
+            while True:
+                live = [k for k in ((nxt + j) % len(sources) for j in range(len(sources))) if k not in dropped]
+                if not live:
+                    raise SynthError(
+                        f"too few usable sources: 0 of {len(sources)} left, the videos need at least one "
+                        f"({_skipped_text(summary.skipped)})"
+                    )
+                k = live[0]
+                nxt = k + 1
+                src = sources[k]
+                source_name = str(src) if src else DEFAULT_SOURCE
+                # One bad source among hundreds must not stop the run: skip it, report it, take the next.
+                try:
+                    frames, faces = _source_frames(det, src, k, photos, vid, source_name, cfg)
+                except SynthError as e:
+                    dropped.add(k)
+                    photos.pop(k, None)
+                    summary.skipped.append((source_name, str(e)))
+                    continue
+                used.add(k)
+                break
             for level in LEVELS:
                 write_video(real_dir / level / "videos" / f"{vid}.mp4", frames, level, cfg.fps)
             summary.reals += 1
             summary.frames += len(frames)
 
             # The fake TTT_SSS: target TTT self-blended (SBI needs no second identity; SSS names the pair).
-            faces = _track(det, frames, f"video {vid} ({source_name})")
             params = sample_blend(np.random.default_rng([cfg.seed, i, 1]))
             fakes, masks = [], []
             for frame, face in zip(frames, faces, strict=True):
@@ -341,6 +389,7 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
             p["elastic"] = np.round(params.elastic, 4).tolist()
             videos_meta[vid] = {"source": source_name, "frames": len(frames), "fake": name, "blend": p}
 
+    summary.sources = len(used)
     split_dir = out / "splits"
     split_dir.mkdir(parents=True, exist_ok=True)
     for s, pairs in splits.items():
@@ -348,6 +397,16 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
         summary.splits[s] = len(pairs)
     manifest["videos"] = videos_meta
     manifest["method"] = SYNTH_METHOD
+    manifest["skipped"] = [{"source": source, "reason": why} for source, why in summary.skipped]
     (out / "synth.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    marker = {
+        "kind": "synth",
+        "forgeries": "synthetic",
+        "method": SYNTH_METHOD,
+        # the sources the videos were made from (skipped ones are not), by file name
+        "sources": [Path(sources[k]).name if sources[k] is not None else DEFAULT_SOURCE for k in sorted(used)],
+        "seed": cfg.seed,
+    }
+    (out / SYNTH_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
     summary.seconds = time.perf_counter() - t0
     return summary
