@@ -24,7 +24,8 @@ import numpy as np
 from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta
 from acfd.schemas.errors import AcfdError
 
-# I/O names of every exported graph (contract 4).
+# I/O names of every exported graph: uint8 NHWC crops in; score, attention (models with an attention
+# layer) and embedding (exported with --embedding) out.
 INPUT_NAME = "crops"
 SCORE_NAME = "score"
 ATTENTION_NAME = "attention"
@@ -107,6 +108,10 @@ class Backend(ABC):
         """Release the session and device memory (the backend cannot be used afterwards)."""
         self._loaded = False
 
+    def device_name(self) -> str:
+        """What runs the model, in words (e.g. "onnxruntime CPUExecutionProvider on AMD EPYC 7B13")."""
+        return f"{self.name} on {gpu_name() if self.device == 'cuda' else cpu_name()}"
+
     # -- shared ---------------------------------------------------------------------------------
     def _set_meta(self, meta: ArtifactMeta, model_id: str) -> None:
         self.model_id = model_id
@@ -153,6 +158,30 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path} device={self.device} model_id={self.model_id or '?'}>"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else what the platform module says)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                    return line.split(":", 1)[1].strip() or "CPU"
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def gpu_name() -> str:
+    """The first CUDA device's name (through torch, which the GPU backends already import)."""
+    try:
+        import torch
+
+        return str(torch.cuda.get_device_name(0))
+    except Exception:  # no torch or no CUDA: say so rather than fail
+        return "a CUDA GPU"
 
 
 # -- ONNX ------------------------------------------------------------------------------------------
@@ -262,9 +291,14 @@ class OrtBackend(Backend):
         self._outputs = [o.name for o in session.get_outputs()]
         self.has_embedding = EMBEDDING_NAME in self._outputs
         self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self._provider = session.get_providers()[0]
         self._set_meta(meta, model_id_of(data))
         self._loaded = True
         return self
+
+    def device_name(self) -> str:
+        where = gpu_name() if self.device == "cuda" else cpu_name()
+        return f"onnxruntime {getattr(self, '_provider', 'CPUExecutionProvider')} on {where}"
 
     def _check_graph(self, session: Any, meta: ArtifactMeta) -> None:
         inputs = session.get_inputs()
@@ -306,7 +340,10 @@ def resolve_run(path: Path) -> tuple[Path, list[Path]]:
             raise ArtifactError(
                 f"{path} is not a training run (needs config.json and model.safetensors) nor a model file"
             )
-        return path, [config, weights]
+        # The card is part of what a model is (its validation state is stored per model id), as it is
+        # inside an ONNX file: a run whose card.json changed is a new model for the store.
+        card = path / "card.json"
+        return path, [config, weights] + ([card] if card.is_file() else [])
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise ArtifactError(f"model file {path} does not exist")

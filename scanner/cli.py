@@ -7,7 +7,9 @@ A path that is literally named like a subcommand is scanned with ``acfd-scan sca
 
 Exit status (bits, so a script can test each): 0 nothing flagged and no errors; 1 something flagged;
 2 some files could not be scanned (error rows); 3 both; 4 the command failed (bad arguments, model
-or database; nothing or only part scanned); 130 interrupted (Ctrl-C; what was committed stays).
+or database, disk full, unexpected error: one line, ``--debug`` for a traceback); 130 interrupted
+(Ctrl-C; what was committed stays); 141 the reader of ``--jsonl -`` went away; 143 terminated (SIGTERM,
+handled like Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,27 +19,65 @@ import time
 from typing import Any
 
 import click
+from acfd.schemas.artifact import ArtifactMeta
+from acfd.schemas.card import VALIDATION_REAL, validation_banner
 from acfd.schemas.cli import AcfdGroup
-from acfd.schemas.errors import AcfdError
+from acfd.schemas.errors import AcfdError, OutputClosed
 
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES
+from .text import printable
 
 EXIT_OK = 0
 EXIT_FLAGGED = 1
 EXIT_ERRORS = 2
 EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process killed by it
+EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away (e.g. `| head`)
 
 _GROUP_OPTIONS = ("--help", "-h", "--version")
 SHOW = 20  # flagged videos and errors listed by name in the summary
+DEBUG_FLAG = "--debug"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so the scan commits what it has and marks itself interrupted."""
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
+def describe_failure(e: BaseException) -> str:
+    """One line for an error that is not a domain error (disk full, read-only store, a bug)."""
+    import errno
+
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    first = text[0] if text else type(e).__name__
+    low = first.lower()
+    if "database or disk is full" in low or (isinstance(e, OSError) and e.errno == errno.ENOSPC):
+        where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+        return f"disk full{where}: the scan stopped; what was committed is kept (free space, then rerun to resume)"
+    if "readonly database" in low or "read-only file system" in low:
+        return "the verdict store cannot be written (read-only file or folder): choose another --db or fix its permissions"
+    return f"unexpected {type(e).__name__}: {first} (run with {DEBUG_FLAG} for the traceback)"
 
 
 class ScanGroup(AcfdGroup):
-    """A group whose default command is ``scan``, with the documented exit statuses."""
+    """A group whose default command is ``scan``, with the documented exit statuses.
+
+    Every failure that stops a command is one line and exit 4; ``--debug`` (anywhere before ``--``)
+    shows the traceback of unexpected ones instead. SIGTERM is handled like Ctrl-C (exit 143).
+    """
 
     default_command = "scan"
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        end = args.index("--") if "--" in args else len(args)
+        if DEBUG_FLAG in args[:end]:
+            ctx.meta["acfd.debug"] = True
+            args = [a for i, a in enumerate(args) if not (i < end and a == DEBUG_FLAG)]
         if args and args[0] not in self.commands and args[0] not in _GROUP_OPTIONS:
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
@@ -47,21 +87,59 @@ class ScanGroup(AcfdGroup):
             return super().invoke(ctx)
         except click.ClickException as e:
             e.exit_code = EXIT_FAILED
+            if not isinstance(e, click.UsageError):
+                e.message = printable(e.message)  # it may quote a file name: keep it one inert line
             raise
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        import signal
+
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = DEBUG_FLAG in argv[: argv.index("--") if "--" in argv else len(argv)]
+        terminated = False
+        previous = signal.getsignal(signal.SIGTERM)
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as e:
             e.show()
             sys.exit(EXIT_FAILED)
-        except click.Abort:
-            click.echo("Aborted: what was committed is kept; run the same command again to resume.", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        except click.Abort as e:
+            terminated = isinstance(e.__context__, Terminated) or isinstance(e.__cause__, Terminated)
+            what = "Terminated" if terminated else "Aborted"
+            click.echo(f"{what}: what was committed is kept; run the same command again to resume.", err=True)
+            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        except (BrokenPipeError, OutputClosed):
+            # The reader of our output is gone (`--jsonl - | head`): stop quietly, like other Unix tools.
+            _silence_stdout()
+            sys.exit(EXIT_PIPE)
+        except Exception as e:
+            if debug:
+                raise
+            click.echo(f"Error: {printable(describe_failure(e))}", err=True)
+            sys.exit(EXIT_FAILED)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail a second time."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 @click.group(cls=ScanGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,7 +149,8 @@ def main() -> None:
 
     \b
     acfd-scan PATH... [options]      scan (see `acfd-scan scan --help`)
-    Exit status: 0 clean, 1 flagged, 2 errors, 3 flagged and errors, 4 failed, 130 interrupted.
+    Exit status: 0 clean, 1 flagged, 2 errors, 3 flagged and errors, 4 failed, 130 interrupted, 143 terminated.
+    --debug (anywhere before --) shows the traceback of an unexpected failure.
     """
 
 
@@ -79,11 +158,30 @@ def _fmt_s(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def card_line(spec: str, model_id: str, meta: ArtifactMeta) -> str:
+    """The model and its card in one line, as the scan prints it at the start and in its summary."""
+    card = meta.card
+    what = card.one_line() if card is not None else "no model card (made before cards): unvalidated"
+    # one inert line: a card comes from an artifact file, so it may hold any character
+    return printable(f"model: {spec} ({model_id[:12]}): {what}")
+
+
+def warning_line(state: str) -> str | None:
+    """The warning printed before a scan by a model not validated on real forgeries (None when it is)."""
+    return None if state == VALIDATION_REAL else f"WARNING: {validation_banner(state)}"
+
+
+def validation_line(state: str) -> str:
+    """The validation state in one line, as the summary ends with it."""
+    return f"validation: {state}: {warning_line(state) or validation_banner(state)}"
+
+
 @main.command("scan")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-r", "--recursive", is_flag=True, help="Walk folders recursively.")
-@click.option("-m", "--model", "model", required=True, envvar="ACFD_MODEL", type=click.Path(exists=True, path_type=str),
-              help="Model artifact: .onnx, .plan/.engine, or a training run directory [env ACFD_MODEL].")
+@click.option("-m", "--model", "model", default=None, envvar="ACFD_MODEL", metavar="PATH|URL",
+              help="Model artifact: .onnx, .plan/.engine, a training run directory, or a URL "
+                   "(https://...#sha256=HEX, hf://org/repo@REV/file), downloaded once [env ACFD_MODEL].")
 @click.option("--db", default="acfd.sqlite", show_default=True,
               help="Verdict store: an SQLite file or any SQLAlchemy URL.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -117,7 +215,7 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
 
     Re-running the same command skips videos already scanned with the same size, mtime and model
     (so an interrupted scan resumes); --rescan forces. Exit status: 0 nothing flagged, 1 something
-    flagged, 2 errors, 3 both, 4 the scan could not run, 130 interrupted.
+    flagged, 2 errors, 3 both, 4 the scan could not run, 130 interrupted, 143 terminated.
     """
     from .pipeline import ScanConfig, Scanner
 
@@ -132,7 +230,15 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
         kw["fps"] = 1.0
     cfg = ScanConfig(paths=tuple(paths), **kw)
     t0 = time.perf_counter()
-    scanner = Scanner(cfg)
+    scanner = Scanner(cfg, progress=not quiet)
+    cfg = scanner.cfg  # as stored: a model URL without any user:password@ it held
+    # What the verdicts will be worth, before any verdict: the card, and a warning unless validated on real fakes.
+    model_line = card_line(scanner.cfg.model or "", scanner.backend.model_id, scanner.meta)  # spec minus passwords
+    state = scanner.meta.validation
+    click.echo(model_line, err=True)
+    warning = warning_line(state)
+    if warning:
+        click.echo(warning, err=True)
     bar = None
     if not quiet:
         from tqdm import tqdm
@@ -156,8 +262,8 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
         if r.status == "error" and len(errors) < SHOW:
             errors.append((r.candidate.display, r.error or ""))
         if jsonl is not None:
-            jsonl.write(r.to_json(scanner.scan_id, scanner.backend.model_id, scanner.meta.threshold, cfg.strategy) + "\n")
-            jsonl.flush()
+            line = r.to_json(scanner.scan_id, scanner.backend.model_id, scanner.meta.threshold, cfg.strategy, state)
+            _write_jsonl(jsonl, line)
 
     try:
         s = scanner.run(progress, on_result)
@@ -172,6 +278,9 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     if s.unchanged_flagged or s.unchanged_errors:
         click.echo(f"  of the skipped (unchanged since scanned): {s.unchanged_flagged} flagged, "
                    f"{s.unchanged_errors} errors", file=out)
+    # What the store says about every video under these paths, not only the ones this run analysed.
+    click.echo(f"  flagged in the store for these paths: {s.n_flagged + s.unchanged_flagged} "
+               f"({s.n_flagged} in this run, {s.unchanged_flagged} unchanged since an earlier scan)", file=out)
     speed = s.video_seconds / s.wall_s if s.wall_s else 0.0
     t = s.timings
     click.echo(
@@ -179,24 +288,54 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
         f"({speed:.2f} video-s per s); stage time: decode {t.decode:.1f} s, detect {t.detect:.1f} s "
         f"(in {cfg.n_workers} worker processes), infer {s.infer_busy_s:.1f} s, store {t.store:.1f} s", file=out,
     )
+    # Names come from the file system: printable() keeps escape sequences and newlines inert.
     for line in flagged:
-        click.echo(f"  FLAGGED {line}", file=out)
+        click.echo(f"  FLAGGED {printable(line)}", file=out)
     if s.n_flagged > len(flagged):
         click.echo(f"  ... {s.n_flagged - len(flagged)} more flagged: SELECT path, score FROM latest_verdicts "
                    f"WHERE scan_id = {s.scan_id} AND label = 'fake'", file=out)
+    room = max(0, SHOW - len(flagged))
+    for path, score in s.unchanged_flagged_videos[:room]:
+        shown = f"score {score:.3g}" if score is not None else "no score"
+        click.echo(f"  FLAGGED (unchanged) {printable(path)} ({shown})", file=out)
+    if s.unchanged_flagged > min(room, len(s.unchanged_flagged_videos)):
+        click.echo(f"  ... {s.unchanged_flagged - min(room, len(s.unchanged_flagged_videos))} more flagged unchanged "
+                   "videos: SELECT path, score FROM latest_verdicts WHERE label = 'fake'", file=out)
     for path, msg in errors:
-        click.echo(f"  ERROR {path}: {msg}", file=out)
+        click.echo(f"  ERROR {printable(path)}: {printable(msg)}", file=out)
     if s.n_error > len(errors):
         click.echo(f"  ... {s.n_error - len(errors)} more errors: SELECT path, error FROM videos WHERE scan_id = {s.scan_id} "
                    "AND status = 'error'", file=out)
-    click.echo(f"  database: {cfg.db}", file=out)
+    click.echo(f"  {model_line}", file=out)
+    click.echo(f"  {validation_line(state)}", file=out)
+    click.echo(f"  database: {printable(cfg.db)}", file=out)
     return s.exit_code
+
+
+def _write_jsonl(f: Any, line: str) -> None:
+    """One JSON line, flushed; a reader that went away ends the scan quietly, a full disk in one line."""
+    try:
+        f.write(line + "\n")
+        f.flush()
+    except BrokenPipeError as e:
+        raise OutputClosed(str(e)) from e
+    except OSError as e:
+        name = getattr(f, "name", "--jsonl")
+        raise ScanOutputError(f"cannot write --jsonl {printable(name)}: {e.strerror or e}") from e
+
+
+class ScanOutputError(AcfdError):
+    """The scan's own output (``--jsonl``) cannot be written: the scan stops (exit 4)."""
 
 
 # Subcommands by other modules register here (query, report, schema): main.add_command(...).
 from .cli_report import COMMANDS as _REPORT_COMMANDS  # noqa: E402
 
 for _cmd in _REPORT_COMMANDS:
+    main.add_command(_cmd)
+from .cli_validate import COMMANDS as _VALIDATE_COMMANDS  # noqa: E402
+
+for _cmd in _VALIDATE_COMMANDS:
     main.add_command(_cmd)
 
 __all__ = ["main", "scan_cmd", "AcfdError"]

@@ -163,8 +163,8 @@ def select_indices(times: np.ndarray, sampling: Sampling) -> list[int]:
     n = len(times)
     if n == 0:
         return []
-    if sampling.every_frame:
-        return list(range(n))
+    if sampling.every_frame or (sampling.frames is not None and sampling.frames >= n):
+        return list(range(n))  # asking for at least as many frames as there are takes them all
     order = np.argsort(times, kind="stable")
     ts = np.asarray(times, dtype=np.float64)[order]
     t0, t_end = float(ts[0]), float(ts[-1])

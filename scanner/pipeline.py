@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from acfd.schemas import db
 from acfd.schemas.artifact import ArtifactMeta, project_version
-from acfd.schemas.errors import AcfdError
+from acfd.schemas.errors import AcfdError, OutputClosed
 from acfd.schemas.hashing import content_hash
+from acfd.schemas.settings import error_key, verdict_key
 
 from . import worker as W
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale, aggregate
@@ -41,6 +42,7 @@ from .results import FaceRecord, ScanSummary, StoredCrop, Timings, VideoResult
 from .store import Store
 
 THUMB_SIZE = 128
+SUMMARY_NAMES = 20  # flagged videos named in the summary (the store has them all)
 JPEG_QUALITY = 85
 
 
@@ -54,7 +56,7 @@ class Prediction(Protocol):
 
 
 class Backend(Protocol):
-    """The runtime interface of ``acfd.engine.runtime`` (contract 4)."""
+    """What ``acfd.engine.runtime.load`` returns (``acfd.engine.backends.Backend``), as the scanner uses it."""
 
     meta: ArtifactMeta
     name: str
@@ -67,6 +69,11 @@ class Backend(Protocol):
 # ONNX Runtime on a CPU runs Xception fastest at small batches (activations stay in cache): interleaved
 # on 2 cores, batch 1/2/4/16 gave 7.4/7.1/7.1/6.6 crops/s. 4 still fills across videos at a 5% cost.
 CPU_BATCH = 4
+
+# Below this address-space limit a decode worker cannot even load its libraries (measured: it dies at
+# start up to 1024 MB, and decoder threads fail to start below about 4 GB on a 2-core machine).
+MIN_WORKER_MEMORY_MB = 2048
+
 
 @dataclass(frozen=True)
 class ScanConfig:
@@ -98,6 +105,9 @@ class ScanConfig:
     def __post_init__(self) -> None:
         if not self.paths:
             raise ScanError("give at least one path to scan")
+        if any(not os.fspath(p) for p in self.paths):
+            # an unset "$DIR" in a script would otherwise scan the current folder
+            raise ScanError("an empty path was given (an unset variable?); name the folder, or '.' for this one")
         if self.strategy not in STRATEGIES:
             raise ScanError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -106,8 +116,13 @@ class ScanConfig:
             raise ScanError("batch size must be at least 1")
         if self.workers is not None and self.workers < 1:
             raise ScanError("need at least one worker")
-        if self.timeout_s <= 0:
-            raise ScanError("timeout must be positive")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ScanError(f"--timeout must be a positive number of seconds, not {self.timeout_s}")
+        if self.worker_memory_mb is not None and self.worker_memory_mb < MIN_WORKER_MEMORY_MB:
+            raise ScanError(
+                f"--worker-memory {self.worker_memory_mb} MB is too small: a decode worker needs at least "
+                f"{MIN_WORKER_MEMORY_MB} MB of address space (its libraries alone map about 1 GB)"
+            )
         if self.min_support is not None and self.min_support < 1:
             raise ScanError("min_support must be >= 1")
         if self.store_crops < 0:
@@ -216,13 +231,18 @@ ProgressFn = Callable[[VideoResult | None, dict[str, float]], None]
 class Scanner:
     """Runs one scan. ``backend`` may be given (tests, benchmarks); else ``cfg.model`` is loaded."""
 
-    def __init__(self, cfg: ScanConfig, backend: Backend | None = None, worker_target: Any = None) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: ScanConfig, backend: Backend | None = None, worker_target: Any = None,
+                 progress: bool = True) -> None:
+        """``progress``: show a download bar on stderr when ``cfg.model`` is a URL not yet cached."""
         self.worker_target = worker_target
         if backend is None:
-            if not cfg.model:
-                raise ScanError("no model given: pass --model FILE (an .onnx, .plan or run directory)")
-            backend = load_backend(cfg.model, cfg.device)
+            from acfd.engine.fetch import public_spec
+
+            spec = cfg.model or default_model()
+            backend = load_backend(spec, cfg.device, progress=progress)
+            # What is stored (models.path, the scan's arguments) is the spec as given, minus any password.
+            cfg = dataclasses.replace(cfg, model=public_spec(spec))
+        self.cfg = cfg
         self.backend = backend
         meta = backend.meta
         self.meta = meta
@@ -233,6 +253,15 @@ class Scanner:
         self.stats = {"videos": 0.0, "frames": 0.0, "faces": 0.0}
         self.unchanged_flagged = 0  # skipped as already scanned, stored verdict "fake"
         self.unchanged_errors = 0  # skipped as already scanned, stored status "error"
+        # the first few of those flagged ones, (path, stored score), for the summary
+        self.unchanged_flagged_videos: list[tuple[str, float | None]] = []
+        # Resume compares these with each stored row's key: other settings, other verdicts (or failures).
+        args = cfg.as_args()
+        self.verdict_key = verdict_key(args)
+        self.error_key = error_key(args)
+
+    def _settings_key(self, status: str) -> str:
+        return self.error_key if status == db.STATUS_ERROR else self.verdict_key
 
     # -- helpers -----------------------------------------------------------------------------------
     def _finish_job(self, job: _Job) -> VideoResult:
@@ -256,7 +285,8 @@ class Scanner:
         r.timings.store = time.perf_counter() - t0
         t1 = time.perf_counter()
         r.video_row_id = self.store.write_video(
-            self.scan_id, self.backend.model_id, self.meta.threshold, self.cfg.strategy, r
+            self.scan_id, self.backend.model_id, self.meta.threshold, self.cfg.strategy, r,
+            settings_key=self._settings_key(r.status),
         )
         r.timings.store += time.perf_counter() - t1
         return r
@@ -295,12 +325,11 @@ class Scanner:
         cfg = self.cfg
         t_start = time.perf_counter()
         self.store.mark_dead_scans()
-        self.store.register_model(
-            self.backend.model_id, cfg.model or "", self.backend.name, self.meta.to_json()
-        )
+        self.store.register_model(self.backend.model_id, cfg.model or "", self.backend.name, self.meta)
         self.scan_id = self.store.start_scan(
-            self.backend.model_id, cfg.strategy, self.meta.threshold, self.backend.name, cfg.device,
-            cfg.as_args(), project_version(),
+            self.backend.model_id, cfg.strategy, self.meta.threshold, self.backend.name,
+            str(getattr(self.backend, "device", cfg.device)), cfg.as_args(), project_version(),
+            device_name=_device_name(self.backend),
         )
         status = db.SCAN_FAILED
         summary_extra = Timings()
@@ -317,11 +346,14 @@ class Scanner:
                 p = previous.get(c.key)
                 if (
                     p is not None and p.size == c.size and p.mtime_ns == c.mtime_ns
+                    and p.settings_key == self._settings_key(p.status)
                     and not (cfg.retry_errors and p.status == db.STATUS_ERROR)
                 ):
                     skipped += 1
                     # the stored result still describes this file: it counts for the exit status
                     self.unchanged_flagged += p.flagged
+                    if p.flagged and len(self.unchanged_flagged_videos) < SUMMARY_NAMES:
+                        self.unchanged_flagged_videos.append((c.display, p.score))
                     self.unchanged_errors += p.status == db.STATUS_ERROR
                     if progress:
                         progress(None, self.stats)
@@ -340,7 +372,7 @@ class Scanner:
             if todo:
                 summary_extra, infer_busy = self._run_pool(todo, progress, on_result)
             status = db.SCAN_DONE
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, OutputClosed):
             status = db.SCAN_INTERRUPTED
             raise
         finally:
@@ -348,6 +380,7 @@ class Scanner:
             summary.timings = summary_extra
             summary.infer_busy_s = infer_busy
             summary.unchanged_flagged = self.unchanged_flagged
+            summary.unchanged_flagged_videos = list(self.unchanged_flagged_videos)
             summary.unchanged_errors = self.unchanged_errors
             self.summary = summary
         return summary
@@ -469,6 +502,15 @@ class Scanner:
         return totals, eng.busy_s
 
 
+def _device_name(backend: Backend) -> str | None:
+    """What really runs the model, for ``scans.device_name`` (the backend's own words, if it has them)."""
+    fn = getattr(backend, "device_name", None)
+    try:
+        return str(fn()) if callable(fn) else None
+    except Exception:  # a description must never stop a scan
+        return None
+
+
 def _cuda(device: str) -> bool:
     """Whether a CUDA device is to be used (cheap: no torch import just to ask)."""
     if device == "cpu":
@@ -476,11 +518,28 @@ def _cuda(device: str) -> bool:
     return device == "cuda" or os.path.exists("/dev/nvidiactl")
 
 
-def load_backend(model: str | os.PathLike[str], device: str = "auto") -> Backend:
-    """The runtime backend for a model artifact (``acfd.engine.runtime.load``)."""
-    from acfd.engine import runtime
+# The first run, when no model is given: the one place to change once acfd ships a default model.
+NO_MODEL = (
+    "no model: give --model (or $ACFD_MODEL) an .onnx/.plan file, a run directory or a URL. Three ways to get one:\n"
+    "  train on FaceForensics++ with acfd-train (README \"Training\"); or `make demo`, a toy model that only shows "
+    "the machinery;\n"
+    "  or a model someone published: --model 'https://host/model.onnx#sha256=<hex>' or "
+    "'hf://org/repo@<commit>/model.onnx'"
+)
 
-    return runtime.load(Path(model), device=device)
+
+def default_model() -> str:
+    """The model spec used when none is given. acfd ships no model yet, so this says how to get one."""
+    raise ScanError(NO_MODEL)
+
+
+def load_backend(model: str | os.PathLike[str], device: str = "auto", progress: bool = True) -> Backend:
+    """The runtime backend for a model artifact (``acfd.engine.runtime.load``): a path, or an
+    ``https://...#sha256=`` / ``hf://`` URL downloaded once into the cache (``acfd.engine.fetch``)."""
+    from acfd.engine import runtime
+    from acfd.engine.fetch import resolve_model
+
+    return runtime.load(resolve_model(os.fspath(model), progress=progress), device=device)
 
 
 def scan(cfg: ScanConfig, backend: Backend | None = None, progress: ProgressFn | None = None) -> ScanSummary:

@@ -6,6 +6,12 @@ and scores, and for each flagged video (or each video with faces, ``only="all"``
 crops beside the same crops with the model's attention map overlaid as a heatmap (``DIR/img/*.jpg``).
 Everything is made from what the scan stored; the original videos are only linked (``file://``).
 
+What the verdicts are worth comes first: a banner at the top states the validation state of the
+model(s) behind the videos in the report (``models.validation``; a model without a card, such as one
+from a store written before cards, is unvalidated), styled by state: a strong warning for ``none``,
+a weaker one for ``synthetic``, a plain note for ``real``; and the full model card of each of those
+models (``models.card_json``) is shown at the end, every evaluation a row of a table.
+
 File names in an archive are untrusted, so every piece of text from the database is HTML-escaped
 (attributes always double-quoted), no database text goes inside ``<script>``, and the page carries a
 Content-Security-Policy that allows only its own inline script (by hash), inline styles and images
@@ -18,6 +24,7 @@ import base64
 import datetime as dt
 import hashlib
 import html
+import json
 import math
 import os
 import re
@@ -31,7 +38,17 @@ from typing import Literal
 import cv2
 import numpy as np
 from acfd.schemas import db as store
-from acfd.schemas.db import AttentionMask, Detection, Scan, StoreError, Verdict, Video
+from acfd.schemas.card import (
+    VALIDATION_NONE,
+    VALIDATION_REAL,
+    VALIDATION_STATES,
+    VALIDATION_SYNTHETIC,
+    CardError,
+    Evaluation,
+    ModelCard,
+    validation_banner,
+)
+from acfd.schemas.db import AttentionMask, Detection, Model, Scan, StoreError, Verdict, Video
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
@@ -76,6 +93,8 @@ class ReportSummary:
     n_images: int  # crop + overlay files written
     problems: list[str] = field(default_factory=list)  # stored images that could not be decoded
     seconds: float = 0.0
+    # (model_id, validation state) of each model behind the report's videos, least validated first
+    models: list[tuple[str, str]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -142,6 +161,51 @@ def _counts(s: Session, scan_id: int | None) -> dict[str, int]:
         .group_by(kind)
     )
     return {k: int(n) for k, n in s.execute(stmt).all()}
+
+
+# Weakest first: the banner leads with the least validated model.
+_STATE_RANK = {VALIDATION_NONE: 0, VALIDATION_SYNTHETIC: 1, VALIDATION_REAL: 2}
+
+
+@dataclass
+class _ModelInfo:
+    """A model behind the report's videos, with its card as stored."""
+
+    model_id: str
+    n_videos: int  # current rows (each path's newest) made with it
+    row: Model | None
+    state: str  # none | synthetic | real
+    card: ModelCard | None
+    problem: str = ""  # why a stored card could not be read
+
+
+def _model_info(model_id: str, n_videos: int, row: Model | None) -> _ModelInfo:
+    """The stored model row read defensively: no card (NULL, as in a store migrated from version 1)
+    means unvalidated, and a column and card that disagree count as the weaker of the two."""
+    if row is None:
+        return _ModelInfo(model_id, n_videos, None, VALIDATION_NONE, None, "not in the models table")
+    card, problem = None, ""
+    if row.card_json is not None:
+        try:
+            card = ModelCard.from_dict(json.loads(row.card_json))
+        except (ValueError, TypeError, CardError) as e:  # CardError is a ValueError; JSON errors too
+            problem = f"stored card is unreadable: {e}"
+    column = row.validation if row.validation in VALIDATION_STATES else VALIDATION_NONE
+    state = VALIDATION_NONE if card is None else min(column, card.validation, key=_STATE_RANK.__getitem__)
+    return _ModelInfo(model_id, n_videos, row, state, card, problem)
+
+
+def _models(s: Session, scan_id: int | None) -> list[_ModelInfo]:
+    """The models of each path's newest row (the videos the table and the counts describe)."""
+    stmt = (
+        select(Video.model_id, func.count())
+        .where(Video.id.in_(_latest_ids(scan_id)))
+        .group_by(Video.model_id)
+    )
+    counts = {str(m): int(n) for m, n in s.execute(stmt).all()}
+    rows = {m.model_id: m for m in s.scalars(select(Model).where(Model.model_id.in_(list(counts))))} if counts else {}
+    infos = [_model_info(m, n, rows.get(m)) for m, n in counts.items()]
+    return sorted(infos, key=lambda i: (_STATE_RANK[i.state], -i.n_videos, i.model_id))
 
 
 def _pick_crops(cands: list[_Crop], limit: int) -> list[_Crop]:
@@ -455,6 +519,33 @@ img.broken { outline: 2px solid var(--error); }
 .problems { color: var(--error); font-size: 12px; }
 a { color: #1565c0; }
 footer { color: #90a4ae; font-size: 12px; margin-top: 30px; }
+.banner { border-radius: 8px; padding: 12px 18px; margin: 0 0 16px; }
+.banner .which { display: block; font-size: 12px; margin-top: 4px; overflow-wrap: anywhere; }
+.banner.validation-none { background: #b71c1c; color: #fff; border: 3px solid #7f0000; font-size: 17px; }
+.banner.validation-none .which { color: #ffcdd2; }
+.banner.validation-synthetic { background: #fff8e1; color: #5d4037; border: 2px solid #ffb300; font-size: 15px; }
+.banner.validation-synthetic .which { color: #795548; }
+.banner.validation-real { background: #fff; color: #37474f; border: 1px solid var(--line); }
+.banner.validation-real .which { color: #607d8b; }
+article.model { background: #fff; border: 1px solid var(--line); border-left: 6px solid #90a4ae; border-radius: 8px;
+                padding: 14px 18px; margin: 16px 0; }
+article.model.validation-none { border-left-color: #b71c1c; }
+article.model.validation-synthetic { border-left-color: #ffb300; }
+article.model h3 { margin: 0 0 6px; font-size: 16px; overflow-wrap: anywhere; }
+.vstate { display: inline-block; border-radius: 10px; padding: 0 8px; font-size: 12px; font-weight: 600; }
+.vstate.validation-none { background: #b71c1c; color: #fff; }
+.vstate.validation-synthetic { background: #ffb300; color: #3e2723; }
+.vstate.validation-real { background: #cfd8dc; color: #263238; }
+.card-summary { font-size: 13px; color: #37474f; overflow-wrap: anywhere; }
+table.card-facts, table.evals { width: auto; margin: 8px 0; }
+table.card-facts th { background: #eceff1; white-space: nowrap; font-weight: 600; }
+table.card-facts td { overflow-wrap: anywhere; max-width: 640px; }
+table.evals th { background: #eceff1; white-space: nowrap; }
+table.evals td { white-space: nowrap; }
+.evals-wrap { overflow-x: auto; }
+table.evals td.metrics, table.evals td.data, table.evals td.no { white-space: normal; min-width: 160px; max-width: 320px;
+                                                                 overflow-wrap: anywhere; }
+td.no { color: #b71c1c; } td.yes { color: var(--real); font-weight: 600; }
 """
 
 
@@ -602,6 +693,140 @@ def _detail_section(d: _Detail) -> str:
     return f'{head}<div class="row"><div>{plot}</div><div>{ids_table}</div></div>{crops_html}</section>'
 
 
+# How each validation state is announced: (lead word, ARIA role); the styles are in _CSS.
+_BANNER_LEAD = {
+    VALIDATION_NONE: ("WARNING", "alert"),
+    VALIDATION_SYNTHETIC: ("Caution", "alert"),
+    VALIDATION_REAL: ("Note", "note"),
+}
+
+
+def _banners(models: Sequence[_ModelInfo]) -> str:
+    """One banner per validation state among the models behind the report's videos, weakest first."""
+    out = []
+    for state in sorted({m.state for m in models}, key=_STATE_RANK.__getitem__):
+        ms = [m for m in models if m.state == state]
+        lead, role = _BANNER_LEAD[state]
+        n = sum(m.n_videos for m in ms)
+        which = ", ".join(f'<span title="{esc(m.model_id)}">{esc(_short(m.model_id))}</span>' for m in ms)
+        out.append(
+            f'<div class="banner validation-{state}" role="{role}" data-validation="{state}">'
+            f"<b>{lead}: {esc(validation_banner(state))}</b>"
+            f'<span class="which">{_plural(n, "video")} in this report from {"this model" if len(ms) == 1 else "these models"}: '
+            f"{which} · validation state: {state} · the full model card is under Models, below</span></div>"
+        )
+    return "".join(out)
+
+
+def _val(x: object) -> str:
+    """A card value as text: numbers short, lists joined; anything else as a string (escaped by callers)."""
+    if isinstance(x, bool) or x is None:
+        return "" if x is None else str(x).lower()
+    if isinstance(x, float):
+        return f"{x:.4g}" if math.isfinite(x) else str(x)
+    if isinstance(x, (list, tuple)):
+        return ", ".join(_val(v) for v in x)
+    if isinstance(x, dict):
+        return " · ".join(f"{k} {_val(v)}" for k, v in sorted(x.items(), key=lambda kv: str(kv[0])))
+    return str(x)
+
+
+def _metrics(m: object) -> str:
+    if not isinstance(m, dict) or not m:
+        return ""
+    # sorted: artifact metadata is written with sorted keys anyway, so every report lists them alike
+    return " · ".join(f"{esc(k)} {esc('n/a' if v is None else _val(v))}" for k, v in sorted(m.items(), key=lambda kv: str(kv[0])))
+
+
+def _eval_row(e: Evaluation) -> str:
+    counts = (
+        '<td class="yes">yes</td>'
+        if e.counts
+        else f'<td class="no">no{": " + esc(e.reason) if e.reason else ""}</td>'
+    )
+    cells = [
+        f"<td>{esc(_val(e.tool))}</td>",
+        f"<td>{esc(_val(e.level))}</td>",
+        f"<td>{esc(_val(e.fakes))}</td>",
+        f'<td class="n">{esc(_val(e.n_real))}</td>',
+        f'<td class="n">{esc(_val(e.n_fake))}</td>',
+        f'<td class="metrics">{_metrics(e.metrics)}</td>',
+        f'<td class="n">{esc(_val(e.threshold))}</td>',
+        f'<td class="when">{esc(_val(e.date))}</td>',
+        counts,
+        f'<td class="data">{esc(_val(e.data))}'
+        + (f" <small>(fingerprint {esc(_val(e.fingerprint))})</small>" if e.fingerprint else "")
+        + "</td>",
+    ]
+    return f"<tr>{''.join(cells)}</tr>"
+
+
+def _model_card(m: _ModelInfo) -> str:
+    """The full card of one model (every field the card has, every evaluation a row)."""
+    row, card = m.row, m.card
+    facts = [f"{_plural(m.n_videos, 'video')} in this report"]
+    if row is not None:
+        facts += [f"backend {esc(row.backend)}", f"file {esc(row.path)}", f"first seen {esc(_when(row.first_seen))}"]
+    head = (
+        f'<article class="model validation-{m.state}" data-model-id="{esc(m.model_id)}" data-validation="{m.state}">'
+        f'<h3>Model {esc(m.model_id)} <span class="vstate validation-{m.state}">{esc(m.state)}</span></h3>'
+        f'<div class="facts">{" · ".join(facts)}</div>'
+    )
+    if m.problem:
+        head += f'<div class="problems">{esc(m.problem)}</div>'
+    if card is None:
+        return head + (
+            "<p>No model card: the artifact was made before model cards (or its store was written by an "
+            "acfd without them), so nothing is known about its training data or its accuracy: unvalidated.</p>"
+            "</article>"
+        )
+    threshold = ""
+    if row is not None:
+        try:
+            threshold = _val(json.loads(row.meta_json).get("threshold"))
+        except (ValueError, AttributeError):  # meta_json that is not a JSON object: no threshold to show
+            threshold = ""
+    fields: list[tuple[str, object]] = [
+        ("Summary", row.card_summary if row is not None and row.card_summary else card.one_line()),
+        ("Preset", card.preset),
+        ("Image size (px)", card.image_size),
+        ("Training steps", card.steps),
+        ("Backbone init", card.backbone_init),
+        ("Decision threshold", f"{threshold} ({_val(card.threshold_source)})" if threshold else card.threshold_source),
+    ]
+    t = card.training
+    if t is None:
+        fields.append(("Training data", "unknown (the card does not say)"))
+    else:
+        fields += [
+            ("Training data", f"{_val(t.kind)} ({card.trained_on()})"),
+            ("Training forgeries", t.forgeries),
+            ("Training videos", t.counts if t.counts else "not recorded"),
+            ("Training fingerprint", t.fingerprint or "not recorded"),
+            ("Training sources", t.sources or "not recorded"),
+            ("Training folder", t.root),
+        ]
+    if card.notes:
+        fields.append(("Notes", card.notes))
+    facts_rows = "".join(
+        f'<tr><th scope="row">{esc(k)}</th><td>{esc(_val(v))}</td></tr>' for k, v in fields if v not in ("", None)
+    )
+    if card.evaluations:
+        evals = (
+            '<div class="evals-wrap"><table class="evals"><thead><tr><th>Tool</th><th>Level</th><th>Fakes</th><th class="n">Real videos</th>'
+            '<th class="n">Fake videos</th><th>Metrics</th><th class="n">Threshold</th><th>Date (UTC)</th>'
+            "<th>Counts for validation</th><th>Data</th></tr></thead><tbody>"
+            + "".join(_eval_row(e) for e in card.evaluations)
+            + "</tbody></table></div>"
+        )
+    else:
+        evals = "<p>No evaluation recorded: the model has never been measured on labelled videos.</p>"
+    return (
+        f'{head}<table class="card-facts"><tbody>{facts_rows}</tbody></table>'
+        f"<h4>Evaluations ({len(card.evaluations)})</h4>{evals}</article>"
+    )
+
+
 def render_html(
     rows: list[_Row],
     counts: dict[str, int],
@@ -610,6 +835,7 @@ def render_html(
     cfg: ReportConfig,
     where: str,
     problems: list[str],
+    models: Sequence[_ModelInfo] = (),
 ) -> str:
     """The whole page (for tests: every database string in it is escaped)."""
     n = defaultdict(int, counts)
@@ -654,6 +880,7 @@ def render_html(
 <body>
 <header><h1>{esc(cfg.title)}</h1><div class="sub">{esc(where)} · generated {esc(generated)}</div></header>
 <main>
+{_banners(models)}
 <div class="cards">{cards}</div>
 <details><summary>Scans ({len(scans)})</summary>
 <table class="scans"><thead><tr><th class="n">Scan</th><th>Started (UTC)</th><th>Status</th><th>Model</th><th>Strategy</th>
@@ -666,6 +893,8 @@ def render_html(
 · left: the face crop the model saw, right: the same crop with its attention map</div>
 {problems_html}
 {sections or "<p>Nothing to show.</p>"}
+<h2>Models <small>(the model card of each model behind the videos above: {len(models)})</small></h2>
+{"".join(_model_card(m) for m in models) or "<p>No model: the report shows no video.</p>"}
 <footer>Made by acfd-scan report from the verdict store only; the videos are linked, never loaded.</footer>
 </main>
 <script>{_SCRIPT}</script>
@@ -693,7 +922,8 @@ def build_report(db: str | os.PathLike[str] | ReadOnlyStore, cfg: ReportConfig) 
             out.mkdir(parents=True, exist_ok=True)
             n_images, problems = _write_images(s, details, out / "img", cfg.alpha)
             scans = list(s.scalars(select(Scan).order_by(Scan.id)))
-            page = render_html(rows, counts, details, scans, cfg, ro.where, problems)
+            models = _models(s, cfg.scan_id)
+            page = render_html(rows, counts, details, scans, cfg, ro.where, problems, models)
         index = out / "index.html"
         tmp = out / ".index.html.tmp"
         tmp.write_text(page, encoding="utf-8")
@@ -711,4 +941,5 @@ def build_report(db: str | os.PathLike[str] | ReadOnlyStore, cfg: ReportConfig) 
         n_images=n_images,
         problems=problems,
         seconds=time.perf_counter() - t0,
+        models=[(m.model_id, m.state) for m in models],
     )

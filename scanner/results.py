@@ -71,14 +71,16 @@ class VideoResult:
     def flagged(self) -> bool:
         return self.verdict is not None and self.verdict.flagged
 
-    def to_json(self, scan_id: int | None, model_id: str, threshold: float, strategy: str) -> str:
-        """One JSONL line for this video."""
+    def to_json(self, scan_id: int | None, model_id: str, threshold: float, strategy: str, validation: str) -> str:
+        """One JSONL line for this video; ``validation`` is the model card's state (none, synthetic, real),
+        carried on every line so a consumer that reads one line alone still knows what the verdict is worth."""
         d: dict[str, Any] = {
             "path": self.candidate.display,
             "status": self.status,
             "error": self.error,
             "scan_id": scan_id,
             "model_id": model_id,
+            "model_validation": validation,
             "strategy": strategy,
             "threshold": threshold,
             "n_frames": self.n_frames,
@@ -119,6 +121,8 @@ class ScanSummary:
     # for the exit status, which describes every video under the scanned paths, not just this run's.
     unchanged_flagged: int = 0
     unchanged_errors: int = 0
+    # the first few unchanged flagged videos: (path, stored whole-video score)
+    unchanged_flagged_videos: list[tuple[str, float | None]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:

@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 
 from acfd.schemas import db
+from acfd.schemas.artifact import ArtifactMeta
 from acfd.schemas.db import (
     AttentionMask,
     Detection,
@@ -37,6 +38,8 @@ class PreviousScan:
     status: str
     scan_id: int
     flagged: bool
+    settings_key: str | None = None  # acfd.schemas.settings key the row was made with (None: unknown)
+    score: float | None = None  # the stored whole-video score
 
 
 class Store:
@@ -45,10 +48,21 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def register_model(self, model_id: str, path: str, backend: str, meta_json: str) -> None:
+    def register_model(self, model_id: str, path: str, backend: str, meta: ArtifactMeta) -> None:
+        """Add the model's row (its metadata and card) unless the store has it already.
+
+        ``model_id`` hashes the artifact's bytes and the card is inside them, so a stored row's card
+        never goes stale. An artifact without a card (made before cards) is stored as unvalidated.
+        """
+        card = meta.card
         with db.session(self.engine) as s, s.begin():
             if s.get(Model, model_id) is None:
-                s.add(Model(model_id=model_id, path=path, backend=backend, meta_json=meta_json))
+                s.add(Model(
+                    model_id=model_id, path=path, backend=backend, meta_json=meta.to_json(),
+                    validation=meta.validation,
+                    card_summary=None if card is None else card.one_line(),
+                    card_json=None if card is None else json.dumps(card.to_dict()),
+                ))
 
     def mark_dead_scans(self) -> int:
         """Scans left ``running`` by a process of this host that no longer exists become ``interrupted``."""
@@ -64,7 +78,8 @@ class Store:
         return n
 
     def start_scan(
-        self, model_id: str, strategy: str, threshold: float, backend: str, device: str, args: dict, version: str
+        self, model_id: str, strategy: str, threshold: float, backend: str, device: str, args: dict, version: str,
+        device_name: str | None = None,
     ) -> int:
         with db.session(self.engine) as s, s.begin():
             scan = Scan(
@@ -73,6 +88,7 @@ class Store:
                 threshold=threshold,
                 backend=backend,
                 device=device,
+                device_name=device_name,
                 args=json.dumps(args, sort_keys=True, default=str),
                 host=socket.gethostname(),
                 pid=os.getpid(),
@@ -87,14 +103,15 @@ class Store:
         """The newest stored row of every path scanned with ``model_id``."""
         out: dict[bytes, PreviousScan] = {}
         q = (
-            select(Video.path_key, Video.size, Video.mtime_ns, Video.status, Video.scan_id, Verdict.label)
+            select(Video.path_key, Video.size, Video.mtime_ns, Video.status, Video.scan_id, Verdict.label,
+                   Video.settings_key, Verdict.score)
             .outerjoin(Verdict, (Verdict.video_id == Video.id) & Verdict.identity.is_(None))
             .where(Video.model_id == model_id)
             .order_by(Video.id)
         )
         with self.engine.connect() as c:
-            for key, size, mtime, status, scan_id, label in c.execute(q):
-                out[bytes(key)] = PreviousScan(size, mtime, status, scan_id, label == db.LABEL_FAKE)
+            for key, size, mtime, status, scan_id, label, skey, score in c.execute(q):
+                out[bytes(key)] = PreviousScan(size, mtime, status, scan_id, label == db.LABEL_FAKE, skey, score)
         return out
 
     def set_found(self, scan_id: int, n_found: int) -> None:
@@ -107,7 +124,8 @@ class Store:
                 c.execute(update(Scan).where(Scan.id == scan_id).values(n_skipped=Scan.n_skipped + n))
 
     def write_video(
-        self, scan_id: int, model_id: str, threshold: float, strategy: str, r: VideoResult, mask_encoding: str = db.MASK_PNG
+        self, scan_id: int, model_id: str, threshold: float, strategy: str, r: VideoResult, mask_encoding: str = db.MASK_PNG,
+        settings_key: str | None = None,
     ) -> int:
         """Store one video's results and bump the scan's counters, in one transaction; returns the row id."""
         c: Candidate = r.candidate
@@ -123,6 +141,7 @@ class Store:
                 content_hash=r.content_hash,
                 status=r.status,
                 error=r.error,
+                settings_key=settings_key,
                 n_frames=r.n_frames,
                 n_faces=len(r.faces),
                 n_identities=len(r.verdict.identities) if r.verdict else 0,

@@ -147,6 +147,8 @@ class Scan(Base):
     host: Mapped[str] = mapped_column(String(255), default="")
     pid: Mapped[int] = mapped_column(Integer, default=0)
     acfd_version: Mapped[str] = mapped_column(String(32), default="")
+    # What really ran, e.g. "CPUExecutionProvider on AMD EPYC 7B13" (``device`` is cpu or cuda). Version 2.
+    device_name: Mapped[str | None] = mapped_column(Text)
     # Counts, updated as videos are committed and final when the scan finishes.
     n_found: Mapped[int] = mapped_column(Integer, default=0)  # video candidates discovered
     n_ok: Mapped[int] = mapped_column(Integer, default=0)
@@ -189,6 +191,8 @@ class Video(Base):
     content_hash: Mapped[str | None] = mapped_column(String(80), index=True)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)  # one line, for status "error" (or why "skipped")
+    # acfd.schemas.settings key of the scan settings this row was made with (resume compares it). Version 2.
+    settings_key: Mapped[str | None] = mapped_column(String(24))
     # Decoded stream facts (NULL when the file could not be opened).
     container: Mapped[str | None] = mapped_column(String(64))
     codec: Mapped[str | None] = mapped_column(String(64))
@@ -335,7 +339,8 @@ event.listen(Base.metadata, "after_create", DDL(LATEST_VERDICTS_SQL).execute_if(
 event.listen(Base.metadata, "before_drop", DDL("DROP VIEW IF EXISTS latest_verdicts"))
 
 def _migrate_1_to_2(conn: Any) -> None:
-    """Version 2: the model card columns of ``models``, filled from each model's stored metadata."""
+    """Version 2: the model card columns of ``models`` (filled from each model's stored metadata),
+    ``scans.device_name``, and ``videos.settings_key`` (filled from each scan's recorded settings)."""
     import json
 
     from sqlalchemy import inspect, text
@@ -349,6 +354,26 @@ def _migrate_1_to_2(conn: Any) -> None:
         conn.execute(text("ALTER TABLE models ADD COLUMN card_summary TEXT"))
     if "card_json" not in cols:
         conn.execute(text("ALTER TABLE models ADD COLUMN card_json TEXT"))
+    if "device_name" not in {c["name"] for c in inspect(conn).get_columns("scans")}:
+        conn.execute(text("ALTER TABLE scans ADD COLUMN device_name TEXT"))
+    if "settings_key" not in {c["name"] for c in inspect(conn).get_columns("videos")}:
+        conn.execute(text("ALTER TABLE videos ADD COLUMN settings_key VARCHAR(24)"))
+    # Each old row gets the key of the settings its scan recorded, so resume goes on across the upgrade.
+    from .settings import key_for_status
+
+    for scan_id, args_json in conn.execute(text("SELECT id, args FROM scans")).all():
+        try:
+            args = json.loads(args_json or "{}")
+        except ValueError:
+            continue  # unreadable settings: no key, those videos are scanned again
+        if not isinstance(args, dict):
+            continue
+        for status in ("error", "ok"):
+            where = "status = 'error'" if status == "error" else "status != 'error'"
+            conn.execute(
+                text(f"UPDATE videos SET settings_key = :k WHERE scan_id = :s AND {where}"),
+                {"k": key_for_status(args, status), "s": scan_id},
+            )
     for model_id, meta_json in conn.execute(text("SELECT model_id, meta_json FROM models")).all():
         try:
             card_d = json.loads(meta_json).get("card")
@@ -450,8 +475,20 @@ def init_db(engine: Engine) -> int:
                 Base.metadata.create_all(conn, checkfirst=True)  # the view too, when missing
             if conn.execute(select(Meta.key).where(Meta.key == "schema_version")).first() is None:
                 conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(DB_SCHEMA_VERSION)))
+            else:
+                # A write that changes nothing: a store that cannot be written fails here, before a
+                # scan starts, not at its first video.
+                conn.execute(
+                    Meta.__table__.update().where(Meta.key == "schema_version").values(value=Meta.__table__.c.value)
+                )
     except SQLAlchemyError as e:
         detail = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]  # one line
+        if "readonly database" in detail or "read-only" in detail:
+            where = engine.url.database or engine.url.render_as_string(hide_password=True)
+            raise StoreError(
+                f"the verdict store {where} cannot be written ({detail}): choose another --db, or fix the "
+                "permissions of the file and its folder"
+            ) from e
         raise StoreError(f"cannot initialise the verdict store at {engine.url!r}: {detail}") from e
     return DB_SCHEMA_VERSION
 

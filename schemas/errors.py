@@ -5,3 +5,8 @@ from __future__ import annotations
 
 class AcfdError(Exception):
     """Base class of every error a user can cause and fix (bad input, bad model file, bad config)."""
+
+
+class OutputClosed(Exception):
+    """The reader of a command's output went away (``acfd-scan --jsonl - | head``): stop quietly, like
+    other Unix tools. Not an :class:`AcfdError`: nothing is wrong with the input."""
