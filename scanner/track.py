@@ -1,39 +1,104 @@
-"""Track: group the faces of a video's sampled frames into identities (one per person on screen).
+"""Track: group the faces of a video's sampled frames into identities, one per person.
 
 Greedy IoU matching between a frame's faces and the live tracks (the last box of each track), with a
 centre-distance fallback for sparse sampling (at 1 frame/s a moving head may not overlap its last
 box). A track that has not matched for ``max_gap`` sampled frames is closed. Each face gets at most
 one track and each track at most one face per frame, so an identity has one score per frame.
 
-At 1 frame/s people move, turn and leave the frame between samples, so one person becomes several
-tracklets. Given each face's crop, the tracker refuses box matches between faces that look clearly
-different (two people swapping places between samples) and keeps an appearance descriptor per face
-(:func:`appearance`: a colour histogram and a HOG of the face's central region) and
-:meth:`IoUTracker.identity_map` merges, at the end of the video, tracklets that never share a sampled
-frame and look alike (agglomerative, average linkage over face-pair cosine similarities, stopping at
-``merge_similarity``). Identities are then renumbered 0..k-1 in order of first appearance.
+Who is who is decided by an :class:`IdentityMethod`, a face descriptor with a distance and two
+thresholds. The default, ``face``, is a face-recognition embedding (:mod:`acfd.scanner.identity`,
+dlib's ResNet); ``appearance`` is the colour histogram + HOG descriptor used before it (kept for
+``bench/identities.py``, which compares the two). Descriptors are used twice:
 
-Thresholds, measured on the clips of the shared data set at 1 and 5 frame/s and checked by eye on
-the crops. Link gate 0.70: same-person faces on consecutive samples score >= 0.70 for 99% of pairs.
-Merge 0.85: the correct merges seen scored 0.86-0.94 (and one 0.83); the wrong ones (strangers seen
-for one tracklet joining someone else) 0.81-0.84. At 0.85 no wrong merge was seen: the Hamilton clip
-goes from 14 tracklets to 11 identities at 1 frame/s (17 -> 14 at 5 frame/s; its singer's tracklets
-become one) and the street clip from 10 to 7 (16 -> 11). What stays split is handled by the support
-rule in :mod:`acfd.scanner.aggregate`.
+- **link gate**: a box match between a face and a track is refused when the face's descriptor is
+  farther than ``link_distance`` from the track's last face (two people swapping places between
+  samples, or a cut to someone else at the same spot): the face starts a new tracklet;
+- **merge**: at 1 frame/s people move, turn and leave the frame between samples, so one person
+  becomes several tracklets. :meth:`IoUTracker.identity_map` merges, at the end of the video,
+  tracklets that never share a sampled frame (faces seen at the same time are never one person) and
+  whose faces are alike: agglomerative, average linkage (the mean distance over all face pairs of two
+  groups), closest pair first, while it is at most ``merge_distance``. Identities are then renumbered
+  0..k-1 in order of first appearance.
+
+Faces the ``face`` method cannot describe (too dark or flat: :data:`acfd.scanner.identity.MIN_CONTRAST`)
+link only with each other, by boxes, and their tracklets are never merged.
+
+Thresholds of the ``face`` method, chosen on ``bench/identities.py`` (hand-labelled faces of the
+shared street and Hamilton clips and 27 one-person clips, at 1 and 5 frame/s; the figures are in
+docs/scanner.md): see :data:`FACE_LINK_DISTANCE` and :data:`FACE_MERGE_DISTANCE`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from .faces import Face
 
-MERGE_SIMILARITY = 0.85  # see the module docstring
-LINK_SIMILARITY = 0.70
+# face method: Euclidean distances between dlib descriptors (dlib's own same-person threshold, 0.6, is
+# for still photos; video frames vary more in pose, blur and light). Measured with bench/identities.py on
+# 1179 hand-labelled faces (29 clips at 5 frame/s; 1 frame/s is a subset): the same person on
+# consecutive 5 frame/s samples is 0.19 apart (median; p95 0.43), anywhere in a clip 0.33 (p95 0.52);
+# different people are >= 0.50 apart for 99% of pairs, the closest 0.43 (two men of two clips; dlib's
+# model is known to tell East Asian faces apart less well).
+# Link gate: 0.45 is the largest value at which no cut to another person on the same spot (the bench's
+# "cuts") is linked; at 0.48 two are. Merge: the first wrong merge appears at 0.48 (street clip,
+# 5 frame/s) and the closest pair of different people's tracklets is 0.46 apart (average linkage); 0.42
+# keeps a margin below both, at 0.03-0.08 more identities per person than 0.45.
+FACE_LINK_DISTANCE = 0.45
+FACE_MERGE_DISTANCE = 0.42
+# appearance method (1 - cosine similarity of the histogram/HOG descriptors), as it was: link gate
+# similarity 0.70 (same person on consecutive samples: >= 0.70 for 99% of pairs), merge 0.85 (correct
+# merges scored 0.86-0.94, wrong ones 0.81-0.84 on the shared clips).
+APPEARANCE_LINK_DISTANCE = 1 - 0.70
+APPEARANCE_MERGE_DISTANCE = 1 - 0.85
 _CENTRAL = 0.7  # share of the crop side kept: the face box is the central 1/margin (1/1.3 = 0.77)
 _SIDE = 32  # the region is resized to this before the histograms: crop-size independent, cheap
+
+
+@dataclass(frozen=True)
+class IdentityMethod:
+    """How two faces are compared: a descriptor kind, its distance and the two thresholds."""
+
+    name: Literal["face", "appearance"]
+    link_distance: float  # a box match is refused when the face is farther than this from the track
+    merge_distance: float  # tracklets merge while their mean face-pair distance is at most this
+
+    def __post_init__(self) -> None:
+        if self.name not in ("face", "appearance"):
+            raise ValueError(f"unknown identity method {self.name!r}: choose face or appearance")
+        if not (self.link_distance > 0 and self.merge_distance > 0):
+            raise ValueError("identity distances must be positive")
+
+    def distances(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Distances [n, m] between descriptors ``a`` [n, d] and ``b`` [m, d]."""
+        if self.name == "appearance":
+            return 1.0 - a @ b.T  # unit vectors: 1 - cosine similarity
+        from .identity import distances
+
+        return distances(a, b)
+
+    def describe(self, image: np.ndarray, faces: list[Face], crops: np.ndarray | None) -> list[np.ndarray | None]:
+        """One descriptor per face of a frame (None where there is none), for :meth:`IoUTracker.update`.
+
+        ``face``: embedded from the full-resolution ``image``; ``appearance``: from the faces' ``crops``.
+        """
+        if not faces:
+            return []
+        if self.name == "appearance":
+            if crops is None:
+                return [None] * len(faces)
+            return [appearance(c) for c in crops]
+        from .identity import embedder
+
+        return embedder().embed(image, faces)
+
+
+FACE = IdentityMethod("face", FACE_LINK_DISTANCE, FACE_MERGE_DISTANCE)
+APPEARANCE = IdentityMethod("appearance", APPEARANCE_LINK_DISTANCE, APPEARANCE_MERGE_DISTANCE)
+METHODS: dict[str, IdentityMethod] = {m.name: m for m in (FACE, APPEARANCE)}
 
 
 def appearance(crop: np.ndarray) -> np.ndarray:
@@ -62,41 +127,41 @@ def appearance(crop: np.ndarray) -> np.ndarray:
 
 
 def merge_tracklets(
-    frames: dict[int, set[int]], descriptors: dict[int, list[np.ndarray]], min_similarity: float = MERGE_SIMILARITY
+    frames: dict[int, set[int]], descriptors: dict[int, list[np.ndarray]], method: IdentityMethod = FACE
 ) -> dict[int, int]:
     """Map each tracklet to a merged identity, numbered 0..k-1 by first appearance.
 
     ``frames[t]``: the sampled frames tracklet ``t`` has a face on; ``descriptors[t]``: its faces'
-    :func:`appearance` descriptors (a tracklet without any is never merged). Agglomerative merging,
-    average linkage (the mean cosine similarity over all face pairs of two groups), best pair first,
-    while it is at least ``min_similarity``; groups that share a frame are two people and never merge.
+    descriptors (a tracklet without any is never merged). Agglomerative merging, average linkage (the
+    mean ``method`` distance over all face pairs of two groups), closest pair first, while it is at most
+    ``method.merge_distance``; groups that share a frame are two people and never merge.
     """
     ids = sorted(frames, key=lambda t: (min(frames[t], default=0), t))
     groups: list[list[int]] = [[t] for t in ids]
     gframes = [set(frames[t]) for t in ids]
-    feats = [np.stack(descriptors[t]) if descriptors.get(t) else None for t in ids]
+    feats = [np.stack(descriptors[t]).astype(np.float64) if descriptors.get(t) else None for t in ids]
     n = len(ids)
-    # sums[i][j]: the sum of face-pair similarities between groups i and j; counts: the number of pairs
+    # sums[i][j]: the sum of face-pair distances between groups i and j; counts: the number of pairs
     sums = np.zeros((n, n))
     counts = np.zeros((n, n))
     for i in range(n):
         for j in range(i + 1, n):
             fi, fj = feats[i], feats[j]
             if fi is not None and fj is not None:
-                sums[i, j] = sums[j, i] = float((fi @ fj.T).sum())
+                sums[i, j] = sums[j, i] = float(method.distances(fi, fj).sum())
                 counts[i, j] = counts[j, i] = fi.shape[0] * fj.shape[0]
     alive = [feats[i] is not None for i in range(n)]
     while True:
-        best, pair = min_similarity, None
+        best, pair = method.merge_distance, None
         for i in range(n):
             if not alive[i]:
                 continue
             for j in range(i + 1, n):
                 if not alive[j] or counts[i, j] == 0 or gframes[i] & gframes[j]:
                     continue
-                sim = sums[i, j] / counts[i, j]
-                if sim >= best:
-                    best, pair = sim, (i, j)
+                dist = sums[i, j] / counts[i, j]
+                if dist <= best:
+                    best, pair = dist, (i, j)
         if pair is None:
             break
         i, j = pair
@@ -139,7 +204,7 @@ class _Track:
     identity: int
     last: Face
     last_frame: int
-    look: np.ndarray | None = None  # appearance of the last face
+    look: np.ndarray | None = None  # descriptor of the last face
 
 
 @dataclass
@@ -150,38 +215,51 @@ class IoUTracker:
     max_centre_distance: float = 0.5  # fallback match: centres closer than half a face, similar size
     max_size_ratio: float = 1.5
     max_gap: int = 2  # sampled frames a track survives without a face (detector misses)
-    merge_similarity: float = MERGE_SIMILARITY  # appearance merging at the end (identity_map)
-    # a box match is refused below this appearance similarity: two people who swap places between
-    # samples must not swap identities (same person on consecutive samples: >= 0.70 for 99%)
-    min_link_similarity: float = LINK_SIMILARITY
+    method: IdentityMethod = FACE  # descriptor, link gate and merge threshold
     _tracks: list[_Track] = field(default_factory=list)
     _next: int = 0
     _frame: int = -1
     _frames: dict[int, set[int]] = field(default_factory=dict)
     _descriptors: dict[int, list[np.ndarray]] = field(default_factory=dict)
 
-    def update(self, faces: list[Face], crops: np.ndarray | None = None) -> list[int]:
+    def update(self, faces: list[Face], descriptors: list[np.ndarray | None] | None = None) -> list[int]:
         """Tracklet ids (0, 1, ...) of ``faces`` on the next sampled frame, in the same order.
 
-        ``crops`` (the faces' square RGB crops, same order) enable appearance merging.
+        ``descriptors``: one per face (``self.method.describe``), or None: boxes only (no link gate,
+        and the tracklets are never merged).
         """
         self._frame += 1
-        looks = [appearance(c) for c in crops] if crops is not None else [None] * len(faces)
+        looks: list[np.ndarray | None] = list(descriptors) if descriptors is not None else [None] * len(faces)
+        if len(looks) != len(faces):
+            raise ValueError(f"{len(faces)} faces but {len(looks)} descriptors")
         live = [t for t in self._tracks if self._frame - t.last_frame <= self.max_gap + 1]
+        # The link gate. Faces and tracks with descriptors link only when the descriptors match; those
+        # without (boxes only, or faces too dark or flat to tell people apart) link only with each other:
+        # a face that can be identified never continues a track that could not be, nor the reverse.
+        gate = np.full((len(live), len(faces)), descriptors is None)
+        if descriptors is not None:
+            t_has = np.array([t.look is not None for t in live], bool)
+            f_has = np.array([look is not None for look in looks], bool)
+            gate[np.ix_(~t_has, ~f_has)] = True
+            ti_has, fi_has = np.flatnonzero(t_has), np.flatnonzero(f_has)
+            if len(ti_has) and len(fi_has):
+                d = self.method.distances(
+                    np.stack([live[ti].look for ti in ti_has]), np.stack([looks[fi] for fi in fi_has])
+                )
+                gate[np.ix_(ti_has, fi_has)] = d <= self.method.link_distance
         pairs = []
         for ti, t in enumerate(live):
             for fi, f in enumerate(faces):
-                look = looks[fi]
-                if t.look is not None and look is not None and float(t.look @ look) < self.min_link_similarity:
-                    continue
+                if not gate[ti, fi]:
+                    continue  # a box match between faces that are clearly two people
                 o = iou(t.last, f)
                 if o >= self.min_iou:
                     pairs.append((2.0 + o, ti, fi))  # any IoU match beats any distance match
                     continue
                 ratio = max(f.width, t.last.width, 1e-6) / max(min(f.width, t.last.width), 1e-6)
-                d = _centre_distance(t.last, f)
-                if d <= self.max_centre_distance and ratio <= self.max_size_ratio:
-                    pairs.append((1.0 - d, ti, fi))
+                d_c = _centre_distance(t.last, f)
+                if d_c <= self.max_centre_distance and ratio <= self.max_size_ratio:
+                    pairs.append((1.0 - d_c, ti, fi))
         pairs.sort(key=lambda p: -p[0])
         out: list[int | None] = [None] * len(faces)
         used: set[int] = set()
@@ -208,8 +286,8 @@ class IoUTracker:
         return ids
 
     def identity_map(self) -> dict[int, int]:
-        """Tracklet id -> person identity (0..k-1) after appearance merging (see :func:`merge_tracklets`)."""
-        return merge_tracklets(self._frames, self._descriptors, self.merge_similarity)
+        """Tracklet id -> person identity (0..k-1) after merging (see :func:`merge_tracklets`)."""
+        return merge_tracklets(self._frames, self._descriptors, self.method)
 
     @property
     def n_identities(self) -> int:

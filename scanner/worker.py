@@ -76,17 +76,25 @@ class FrameResult:
     t_detect: float
 
 
-def _process_video(cfg: WorkerConfig, detector: Any, vid: int, path: str, conn: Connection) -> None:
+def _process_video(
+    cfg: WorkerConfig, detector: Any, vid: int, path: str, conn: Connection, identity: str = "face"
+) -> None:
+    """Decode, detect, crop and track one video, sending its frames and then the identity map on ``conn``.
+
+    ``identity``: how faces are told apart (acfd.scanner.track.METHODS); scans use ``face`` (the
+    face-recognition embedding), ``bench/identities.py`` also the former ``appearance``. The
+    descriptors stay in this process: only tracklet ids and the tracklet -> person map are sent.
+    """
     from .decode import open_frames
     from .faces import crop, crop_box
-    from .track import IoUTracker
+    from .track import METHODS, IoUTracker
 
     t0 = time.perf_counter()
     info, frames = open_frames(path, cfg.sampling, cfg.decoder, cfg.gpu_decode)
     conn.send((MSG_INFO, vid, info))
     t_decode_total = time.perf_counter() - t0
     t_detect_total = 0.0
-    tracker = IoUTracker()
+    tracker = IoUTracker(method=METHODS[identity])
     n = 0
     decoder = info.decoder
     last_t = float("-inf")
@@ -113,7 +121,8 @@ def _process_video(cfg: WorkerConfig, detector: Any, vid: int, path: str, conn: 
         crops = None
         if faces:
             crops = np.stack([crop(frame.image, crop_box(f, cfg.crop_margin), cfg.crop_size) for f in faces])
-        ids = tracker.update(faces, crops)
+        # t_detect includes the faces' descriptors (about 0.13 s of CPU per face: acfd.scanner.identity)
+        ids = tracker.update(faces, tracker.method.describe(frame.image, faces, crops))
         t_det = time.perf_counter() - t0
         t_detect_total += t_det
         conn.send((MSG_FRAME, vid, FrameResult(frame.index, frame.time_s, tuple(faces), tuple(ids), crops, t_dec, t_det)))
@@ -144,7 +153,13 @@ def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:
         limit = cfg.memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from .faces import FaceDetector
+    from .identity import check_installed
 
+    try:  # the face-recognition model loads on the first face; a broken installation fails here, once
+        check_installed()
+    except Exception as e:
+        conn.send((MSG_ERROR, -1, f"face recognition: {_one_line(e)}"))
+        return
     try:
         detector = FaceDetector(cfg.detector_model, cfg.min_face_score, cfg.detect_max_side)  # type: ignore[arg-type]
     except Exception as e:
@@ -166,16 +181,22 @@ def _serve(cfg: WorkerConfig, detector: Any, tasks: Connection, conn: Connection
         if task is None:
             return
         vid, path = task
+        # Under an address-space limit, a decoder that cannot start its threads fails like a bad file:
+        # say that the setting may be the cause (and the resume key holds the setting, so a run with a
+        # larger limit tries the file again).
+        limit_note = (
+            f" (under --worker-memory {cfg.memory_limit_mb} MB: the limit may be the cause)" if cfg.memory_limit_mb else ""
+        )
         try:
             _process_video(cfg, detector, vid, path, conn)
         except DecodeError as e:
-            conn.send((MSG_ERROR, vid, str(e)))
+            conn.send((MSG_ERROR, vid, f"{e}{limit_note}"))
         except MemoryError:
             conn.send((MSG_ERROR, vid, f"out of memory while decoding (worker limit {cfg.memory_limit_mb} MB)"))
         except (BrokenPipeError, EOFError):
             return  # the parent is gone
         except Exception as e:  # any other library failure on this file: an error row, go on
-            conn.send((MSG_ERROR, vid, f"{e.__class__.__name__}: {_one_line(e)}"))
+            conn.send((MSG_ERROR, vid, f"{e.__class__.__name__}: {_one_line(e)}{limit_note}"))
 
 
 @dataclass
@@ -326,13 +347,17 @@ class DecodePool:
             return
         w.proc.join(1)
         code = w.proc.exitcode
+        if not w.ready:
+            # It died before it could read a task: never the fault of a file (which would then be stored
+            # as an error and skipped by every later run), but of the settings or the machine.
+            limit = self.cfg.memory_limit_mb
+            hint = f"; --worker-memory {limit} MB may be too small for it" if limit else ""
+            raise WorkerError(f"decode worker died while starting ({_signal_name(code)}){hint}")
         if w.video is not None:
             events.append(
                 PoolEvent(MSG_ERROR, w.video, f"decoder crashed ({_signal_name(code)}); the worker was restarted")
             )
             w.video = None
-        elif not w.ready and self.restarts > 3 * self.n_workers:
-            raise WorkerError(f"decode workers keep dying at start ({_signal_name(code)})")
         self._replace(w)
 
     def close(self) -> None:
