@@ -741,7 +741,7 @@ def _metrics(m: object) -> str:
 def _eval_row(e: Evaluation) -> str:
     counts = (
         '<td class="yes">yes</td>'
-        if e.counts
+        if e.validates
         else f'<td class="no">no{": " + esc(e.reason) if e.reason else ""}</td>'
     )
     cells = [

@@ -189,6 +189,17 @@ class Evaluation:
         return cls(level=level, n_real=n_real, n_fake=n_fake, n_training_overlap=n_training_overlap,
                    counts=counts, reason="; ".join(reasons), date=kw.pop("date", "") or now_iso(), **kw)
 
+    @property
+    def validates(self) -> bool:
+        """Whether this evaluation makes a model validated: the rule is checked again on the numbers, so
+        a card edited to say ``counts: true`` over 3 videos validates nothing."""
+        return (
+            self.counts
+            and self.level == "video"
+            and self.n_real >= MIN_VIDEOS_PER_CLASS
+            and self.n_fake >= MIN_VIDEOS_PER_CLASS
+        )
+
     def one_line(self) -> str:
         auc = self.metrics.get("auc")
         auc_s = f"AUC {auc:.3f}" if isinstance(auc, (int, float)) else "AUC n/a"
@@ -240,7 +251,7 @@ class ModelCard:
     @property
     def validation(self) -> str:
         """``real``, ``synthetic`` or ``none`` (see the module docstring)."""
-        counting = [e for e in self.evaluations if e.counts]
+        counting = [e for e in self.evaluations if e.validates]
         if any(e.fakes == FAKES_REAL for e in counting):
             return VALIDATION_REAL
         if counting:
@@ -249,7 +260,7 @@ class ModelCard:
 
     def best_evaluation(self) -> Evaluation | None:
         """The evaluation behind the validation state (newest of the strongest kind), else the newest."""
-        counting = [e for e in self.evaluations if e.counts]
+        counting = [e for e in self.evaluations if e.validates]
         pool = [e for e in counting if e.fakes == FAKES_REAL] or counting or list(self.evaluations)
         return max(pool, key=lambda e: e.date) if pool else None
 

@@ -88,3 +88,12 @@ def test_training_overlap_by_content_hash():
                                            video_hashes=(short_hash(h1), short_hash(h2))))
     assert card.training_overlap([h1, h3]) == {h1}
     assert fingerprint([h1, h2]) == fingerprint([short_hash(h2), h1]) != fingerprint([h1])
+
+
+def test_a_hand_edited_counts_flag_validates_nothing():
+    """The rule is checked on the numbers, not on the stored flag."""
+    forged = Evaluation(tool="x", level="video", fakes="real", n_real=3, n_fake=3, counts=True)
+    frame = Evaluation(tool="x", level="frame", fakes="real", n_real=50, n_fake=50, counts=True)
+    card = ModelCard(evaluations=(forged, frame))
+    assert card.validation == "none"
+    assert ModelCard(evaluations=(_ev("real", 20, 20),)).validation == "real"
