@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from .text import printable
+
 DEFAULT_DB = "acfd.sqlite"
 
 
@@ -60,10 +62,10 @@ def schema_cmd(db: str, from_models: bool, upgrade: bool) -> None:
     if upgrade:
         before, after = run_upgrade(db)
         msg = f"upgraded {db} from schema version {before} to {after}" if before != after else f"{db} is up to date"
-        click.echo(f"-- {msg}", err=True)
+        click.echo(f"-- {printable(msg)}", err=True)
     ro = open_readonly(db)
     try:
-        click.echo(f"-- {ro.where}, schema version {ro.schema_version}")
+        click.echo(f"-- {printable(ro.where)}, schema version {ro.schema_version}")
         click.echo(format_schema(schema_from_db(ro)))
     finally:
         ro.dispose()
@@ -85,11 +87,11 @@ def report_cmd(db: str, out: Path, only: str, scan_id: int | None, max_crops: in
 
     s = build_report(db, ReportConfig(out=out, only=only, scan_id=scan_id, max_crops=max_crops, title=title))  # type: ignore[arg-type]
     click.echo(
-        f"report: {s.index} ({s.n_videos} videos in the table, {s.n_flagged} flagged, {s.n_detailed} with details, "
+        f"report: {printable(s.index)} ({s.n_videos} videos in the table, {s.n_flagged} flagged, {s.n_detailed} with details, "
         f"{s.n_images} images) [{s.seconds:.1f} s]"
     )
     for p in s.problems[:20]:
-        click.echo(f"  warning: {p}", err=True)
+        click.echo(f"  warning: {printable(p)}", err=True)
 
 
 COMMANDS = (query_cmd, schema_cmd, report_cmd)

@@ -12,6 +12,7 @@ import click
 from acfd.schemas.card import FAKES_KINDS
 
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES
+from .text import printable
 
 
 @click.command("validate")
@@ -82,7 +83,7 @@ def validate_cmd(quiet: bool, **kw: Any) -> int:
         if bar is not None:
             bar.close()
     for line in format_result(res):
-        click.echo(line)
+        click.echo(printable(line))  # it names folders and files: keep control characters inert
     return 0
 
 

@@ -28,6 +28,10 @@ CARD_VERSION = 1
 # than 0.1 by chance: such an evaluation is recorded but does not validate the model.
 MIN_VIDEOS_PER_CLASS = 20
 
+# At or below this AUC a measured model is said to be close to chance (with 20-40 videos per class an
+# AUC moves by about 0.05 by chance alone).
+CHANCE_AUC = 0.6
+
 VALIDATION_NONE = "none"
 VALIDATION_SYNTHETIC = "synthetic"
 VALIDATION_REAL = "real"
@@ -203,6 +207,8 @@ class Evaluation:
     def one_line(self) -> str:
         auc = self.metrics.get("auc")
         auc_s = f"AUC {auc:.3f}" if isinstance(auc, (int, float)) else "AUC n/a"
+        if isinstance(auc, (int, float)) and auc <= CHANCE_AUC:
+            auc_s += " (close to chance: the model does not tell these fakes apart)"
         return f"{auc_s} on {self.n_real} real + {self.n_fake} {self.fakes}-fake videos ({self.date[:10]})"
 
 

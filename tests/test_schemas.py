@@ -76,6 +76,8 @@ def test_validation_states_follow_the_rule():
     real = synth.with_evaluation(_ev("real", 30, 40, overlap=3, auc=0.7))
     assert real.validation == "real"
     assert real.best_evaluation().metrics["auc"] == 0.7
+    assert "close to chance" not in real.one_line()
+    assert "AUC 0.550 (close to chance" in card.with_evaluation(_ev("synthetic", n, n, auc=0.55)).one_line()
     assert "3 labelled videos were training data" in real.evaluations[-1].reason
     assert validation_banner("none").endswith("verdicts from an unvalidated model are not evidence")
     # round trip keeps the state
