@@ -1,12 +1,17 @@
 """Inference backends behind one small interface: a batch of uint8 face crops in, scores out.
 
-Each backend is one class; :meth:`Backend.load` does the heavy imports (onnxruntime, torch, the
-training stack), so importing this module costs nothing and a machine only needs what it runs.
-:func:`acfd.engine.runtime.load` picks the backend from the artifact.
+Each backend is one class; :meth:`Backend.load` does the heavy imports (onnxruntime, torch), so
+importing this module costs nothing and a machine only needs what it runs.
+:func:`acfd.engine.runtime.load` picks the backend from the artifact through
+:mod:`acfd.engine.registry`.
 
 * :class:`OrtBackend` - an exported ``.onnx`` on ONNX Runtime (CPU; the CUDA provider when present).
-* :class:`TorchBackend` - a training run directory or its ``model.safetensors`` (needs the training
-  stack, ``acfd.train``; CPU fp32, or CUDA fp16 channels_last).
+  This module registers it as the ``onnx`` kind.
+* :class:`TorchBackend` - a training run directory or its ``model.safetensors`` (CPU fp32, or CUDA
+  fp16 channels_last). How to build the network from a run is the training stack's business: it
+  provides a :data:`RunLoader` by registering the ``torch-run`` kind with a :class:`TorchRunFactory`
+  (``acfd.train.engine_loader``, imported by name through the registry's plugin hook), so the engine
+  never imports ``acfd.train``.
 * ``TensorRTBackend`` (in :mod:`acfd.engine.tensorrt`) - a serialised FP16/FP32 engine (``.plan``).
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -24,12 +30,10 @@ import numpy as np
 from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta
 from acfd.schemas.errors import AcfdError
 
-# I/O names of every exported graph: uint8 NHWC crops in; score, attention (models with an attention
-# layer) and embedding (exported with --embedding) out.
-INPUT_NAME = "crops"
-SCORE_NAME = "score"
-ATTENTION_NAME = "attention"
-EMBEDDING_NAME = "embedding"
+from . import registry
+from .signature import ATTENTION_NAME, EMBEDDING_NAME, INPUT_NAME, SCORE_NAME
+
+# (The graph's I/O names, defined in .signature, stay importable from here as before.)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -330,9 +334,63 @@ class OrtBackend(Backend):
         super().close()
 
 
+registry.register(registry.ONNX, registry.matches_onnx, OrtBackend)
+
+
 # -- torch -----------------------------------------------------------------------------------------
+# What the training stack provides: (the LQ branch, float32 on the CPU, eval mode; its metadata as
+# ``acfd.train.model.artifact_meta`` gives it) for a run directory or its model.safetensors. The
+# branch behaves as ``acfd.train.model.LQBranch``: normalised crops [N,3,S,S] in, (embedding or
+# logits, attention map or None) out. Typed loosely so that this module imports no torch.
+RunLoader = Callable[[Path], tuple[Any, ArtifactMeta]]
+
+
+@dataclass(frozen=True)
+class TorchRunFactory:
+    """The ``torch-run`` kind's factory: a :class:`TorchBackend` that builds its network with ``load_run``.
+
+    The training stack registers one (``registry.register(TORCH_RUN, matches_run, TorchRunFactory(...))``).
+    """
+
+    load_run: RunLoader
+
+    def __call__(self, path: Path, device: str = "auto", max_batch: int | None = None) -> TorchBackend:
+        return TorchBackend(path, device=device, max_batch=max_batch, loader=self.load_run)
+
+
+def run_loader() -> RunLoader:
+    """The registered ``torch-run`` kind's :data:`RunLoader` (importing its provider when needed)."""
+    factory = registry.factory(registry.TORCH_RUN)
+    if not isinstance(factory, TorchRunFactory):
+        raise ArtifactError(
+            f"the {registry.TORCH_RUN!r} model kind is registered with {factory!r}, not a TorchRunFactory: "
+            "no loader for training runs"
+        )
+    return factory.load_run
+
+
+def load_branch(source: Path, loader: RunLoader | None = None) -> tuple[Any, ArtifactMeta]:
+    """(LQ branch, metadata) of a run through ``loader`` (default: the registered one).
+
+    A run the training stack refuses (its ModelError/ConfigError) is an :class:`ArtifactError`; so is
+    a training stack whose own imports fail (e.g. timm missing).
+    """
+    loader = loader or run_loader()
+    try:
+        return loader(Path(source))
+    except ArtifactError:
+        raise
+    except AcfdError as e:  # the training stack's ModelError/ConfigError: the same kind of failure as ours
+        raise ArtifactError(str(e)) from e
+    except ImportError as e:
+        raise ArtifactError(
+            f"running a training checkpoint needs the training stack (acfd.train): {_first_line(e)}; "
+            "or export it with `acfd-train export` and load the .onnx"
+        ) from e
+
+
 def resolve_run(path: Path) -> tuple[Path, list[Path]]:
-    """(what ``acfd.train.model.load_run`` takes, the files whose bytes identify the model)."""
+    """(what the run loader takes, the files whose bytes identify the model)."""
     path = Path(path)
     if path.is_dir():
         weights, config = path / "model.safetensors", path / "config.json"
@@ -344,7 +402,7 @@ def resolve_run(path: Path) -> tuple[Path, list[Path]]:
         # inside an ONNX file: a run whose card.json changed is a new model for the store.
         card = path / "card.json"
         return path, [config, weights] + ([card] if card.is_file() else [])
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         if not path.is_file():
             raise ArtifactError(f"model file {path} does not exist")
         return path, [path]  # the training config travels in the safetensors header
@@ -354,43 +412,35 @@ def resolve_run(path: Path) -> tuple[Path, list[Path]]:
 class TorchBackend(Backend):
     """A training checkpoint run by PyTorch: CPU fp32, or CUDA fp16 with channels_last.
 
-    Needs the training stack (``acfd.train``, timm), imported inside :meth:`load`. The crops go
-    through the same :class:`acfd.engine.export.CropScorer` wrapper the ONNX export traces, so the
-    preprocessing is identical on every backend.
+    ``loader`` builds the network from the run (default: the one the training stack registered for
+    the ``torch-run`` kind, see :func:`run_loader`). The crops go through the same
+    :class:`acfd.engine.scorer.CropScorer` wrapper the ONNX export traces, so the preprocessing is
+    identical on every backend.
     """
 
     name = "torch"
 
-    def __init__(self, path: Path, device: str = "auto", max_batch: int | None = None) -> None:
+    def __init__(
+        self, path: Path, device: str = "auto", max_batch: int | None = None, loader: RunLoader | None = None
+    ) -> None:
         super().__init__(path, device, max_batch)
+        self._loader = loader
         self._scorer: Any = None
         self._torch: Any = None
 
     def load(self) -> TorchBackend:
         import torch
 
-        source, files = resolve_run(self.path)
-        try:
-            from acfd.train.model import artifact_meta, load_run
-        except ImportError as e:  # an install without the training stack
-            raise ArtifactError(
-                f"running a training checkpoint needs the training stack (acfd.train): {e}; "
-                "or export it with `acfd-train export` and load the .onnx"
-            ) from e
-        from .export import CropScorer
+        from .scorer import CropScorer
 
+        source, files = resolve_run(self.path)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ArtifactError("device 'cuda' asked for, but torch sees no CUDA GPU")
         use_cuda = self.device in ("auto", "cuda") and torch.cuda.is_available()
+        branch, meta = load_branch(source, self._loader)
         h = hashlib.sha256()
         for f in files:
             h.update(f.read_bytes())
-        try:
-            model, _cfg = load_run(source, map_location="cpu")
-            meta = artifact_meta(source)
-        except AcfdError as e:  # the training stack's ModelError/ConfigError: same kind as ours
-            raise ArtifactError(str(e)) from e
-        branch = model.lq_branch()
         dtype = torch.float16 if use_cuda else torch.float32
         scorer = CropScorer(branch, meta, compute_dtype=dtype).eval()
         if use_cuda:

@@ -35,61 +35,16 @@ import torch
 from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta, project_version
 from torch import Tensor, nn
 
-from .backends import ATTENTION_NAME, EMBEDDING_NAME, INPUT_NAME, SCORE_NAME, OrtBackend
+from .backends import OrtBackend, load_branch, read_onnx_meta
+from .scorer import CropScorer
+from .signature import ATTENTION_NAME, INPUT_NAME, SCORE_NAME
+
+# (CropScorer lives in .scorer, since the torch backend runs it too; it stays importable from here.)
 
 OPSET = 18
 EXPORTERS = ("auto", "torchscript", "dynamo")
 # export_run refuses an FP32 graph whose scores differ from the torch model's by more (relative).
 FP32_RTOL = 1e-3
-
-
-class CropScorer(nn.Module):
-    """uint8 NHWC crops -> (score, [attention], [embedding]) around an LQ branch.
-
-    The same wrapper is traced by the ONNX export and run by the torch backend, so preprocessing and
-    scoring are one piece of code. ``compute_dtype`` is the branch's precision (the branch is cast in
-    place); normalisation and score are always float32.
-    """
-
-    def __init__(
-        self,
-        branch: nn.Module,
-        meta: ArtifactMeta,
-        compute_dtype: torch.dtype = torch.float32,
-        with_embedding: bool = False,
-    ) -> None:
-        super().__init__()
-        self.branch = branch.to(compute_dtype)
-        self.compute_dtype = compute_dtype
-        self.score_kind = meta.score
-        self.attention_size = meta.attention_size
-        self.register_buffer("mean", torch.tensor(meta.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(meta.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.output_names = [SCORE_NAME]
-        if meta.attention_size > 0:
-            self.output_names.append(ATTENTION_NAME)
-        if with_embedding:
-            self.output_names.append(EMBEDDING_NAME)
-
-    def forward(self, crops: Tensor) -> tuple[Tensor, ...]:
-        # NHWC -> NCHW is a view: the tensor keeps channels_last strides, which cuDNN and TensorRT like.
-        x = crops.permute(0, 3, 1, 2).float()
-        # Same operations, same order as acfd.train.model.normalize (training): /255, -mean, /std.
-        x = (x / 255.0 - self.mean) / self.std
-        out, attention = self.branch(x.to(self.compute_dtype))
-        out = out.float()
-        if self.score_kind == "probability":
-            score = torch.softmax(out, dim=1)[:, 1]
-        else:
-            score = torch.linalg.vector_norm(out, dim=1)  # in float32: see the module docstring
-        result = [score]
-        if self.attention_size > 0:
-            if attention is None:
-                raise ArtifactError("the metadata announces an attention map, but the model returns none")
-            result.append(attention[:, 0].float())
-        if EMBEDDING_NAME in self.output_names:
-            result.append(out)
-        return tuple(result)
 
 
 def _check_outputs(scorer: CropScorer, outs: tuple[Tensor, ...], meta: ArtifactMeta, n: int) -> None:
@@ -278,15 +233,12 @@ def export_run(
 ) -> ExportResult:
     """Export the LQ branch of a training run (RUN/ or its model.safetensors) and check the file.
 
-    Needs the training stack (imported here). The written graph is run on ONNX Runtime against the
+    The network comes from the run loader the training stack registers for the ``torch-run`` kind
+    (:func:`acfd.engine.backends.run_loader`). The written graph is run on ONNX Runtime against the
     torch model; an FP32 graph that disagrees (> 1e-3 relative), or an FP16 graph with non-finite
     outputs (overflow), is an error and is not left behind.
     """
-    from acfd.train.model import artifact_meta, load_run
-
-    model, _cfg = load_run(Path(run_dir), map_location="cpu")
-    meta = artifact_meta(Path(run_dir))
-    branch = model.lq_branch()
+    branch, meta = load_branch(Path(run_dir))
     path = export_onnx(branch, meta, out, fp16=fp16, with_embedding=with_embedding, exporter=exporter)
     s = meta.input_size
     crops = np.random.default_rng(0).integers(0, 256, (4, s, s, 3), dtype=np.uint8)
@@ -299,8 +251,6 @@ def export_run(
     if bad:
         Path(path).unlink(missing_ok=True)
         raise ArtifactError(f"the exported graph does not reproduce the model: {bad}")
-    from .backends import read_onnx_meta
-
     return ExportResult(path=path, meta=read_onnx_meta(path), check=check)
 
 

@@ -21,7 +21,8 @@ batch profile and the engine's length and sha256. A plan only runs with the Tens
 model that built it; elsewhere loading fails with a message that says to rebuild.
 
 ``tensorrt`` is imported inside the functions that need it: without it, building says which extra to
-install (``pip install 'acfd[tensorrt]'``).
+install (``pip install 'acfd[tensorrt]'``). This module registers the ``tensorrt`` kind
+(:mod:`acfd.engine.registry`).
 """
 
 from __future__ import annotations
@@ -38,17 +39,9 @@ import numpy as np
 from acfd.schemas.artifact import ArtifactError, ArtifactMeta
 from acfd.schemas.errors import AcfdError
 
-from .backends import (
-    ATTENTION_NAME,
-    EMBEDDING_NAME,
-    INPUT_NAME,
-    SCORE_NAME,
-    Backend,
-    InputError,
-    Prediction,
-    model_id_of,
-    read_onnx_meta,
-)
+from . import registry
+from .backends import Backend, InputError, Prediction, model_id_of, read_onnx_meta
+from .signature import ATTENTION_NAME, EMBEDDING_NAME, INPUT_NAME, SCORE_NAME
 
 MAGIC = b"ACFDPLAN"
 CONTAINER_VERSION = 1
@@ -401,3 +394,7 @@ class TensorRTBackend(Backend):
         self._ctx = self._engine = self._runtime = self._host = self._input = None
         self._outputs = {}
         super().close()
+
+
+# TensorRT itself is imported in TensorRTBackend.load(): registering the kind costs nothing.
+registry.register(registry.TENSORRT, registry.matches_plan, TensorRTBackend)

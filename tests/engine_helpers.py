@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from acfd.engine.export import torch_reference
 from acfd.schemas.artifact import ArtifactMeta
+from acfd.train.config import resolve_config
+from acfd.train.model import build_model, save_run
 from torch import Tensor, nn
 
 from tests.media import astronaut
@@ -61,20 +64,15 @@ def random_crops(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 def face_crops(size: int) -> np.ndarray:
-    """Real face crops of the astronaut photo: the scanner's detector and crop rule when available
-    (margins 1.2..1.5, mirrored), else centred squares around her face."""
+    """Real face crops of the astronaut photo through the scanner's detector and crop rule (margins
+    1.2..1.5, and each mirrored)."""
+    from acfd.scanner.faces import FaceDetector, crop, crop_box
+
     img = astronaut()
-    try:
-        from acfd.scanner.faces import FaceDetector, crop, crop_box
-
-        with FaceDetector() as det:
-            faces = det.detect(img)
-        face = faces[0]
-        crops = [crop(img, crop_box(face, margin), size) for margin in (1.2, 1.3, 1.4, 1.5)]
-    except ImportError:  # the scanner package is optional for these tests
-        import cv2
-
-        crops = [cv2.resize(img[20 + d : 220 - d, 130 + d : 330 - d], (size, size)) for d in (0, 10, 20, 30)]
+    with FaceDetector() as det:
+        faces = det.detect(img)
+    assert faces, "the scanner's detector finds no face in the astronaut photo"
+    crops = [crop(img, crop_box(faces[0], margin), size) for margin in (1.2, 1.3, 1.4, 1.5)]
     crops += [c[:, ::-1] for c in crops]
     return np.ascontiguousarray(np.stack(crops))
 
@@ -82,8 +80,6 @@ def face_crops(size: int) -> np.ndarray:
 def scale_embedding(branch: nn.Module, target_norm: float, crops: np.ndarray, meta: ArtifactMeta) -> None:
     """Scale the last batch norm of a real LQBranch so embeddings have about ``target_norm``: a
     randomly initialised Xception gives norms ~1e-3, a trained one ~0.1 (real) to > 18 (fake)."""
-    from acfd.engine.export import torch_reference
-
     score, _ = torch_reference(branch, meta, crops)
     k = target_norm / float(np.median(score))
     bn = branch.tail.bn4
@@ -94,9 +90,6 @@ def scale_embedding(branch: nn.Module, target_norm: float, crops: np.ndarray, me
 
 def tiny_run(run_dir: Path, image_size: int = 96, preset: str = "paper", seed: int = 0) -> Path:
     """A randomly initialised training run (config.json + model.safetensors) at a small input size."""
-    from acfd.train.config import resolve_config
-    from acfd.train.model import build_model, save_run
-
     torch.manual_seed(seed)
     cfg = resolve_config(preset, image_size=image_size)
     save_run(run_dir, build_model(cfg), cfg)

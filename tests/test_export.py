@@ -10,10 +10,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from acfd.engine import registry
 from acfd.engine.backends import read_onnx_meta
-from acfd.engine.export import CropScorer, agreement, check_onnx, export_onnx, torch_reference
+from acfd.engine.export import CropScorer, agreement, check_onnx, export_onnx, export_run, torch_reference
 from acfd.engine.runtime import load
+from acfd.engine.scorer import CropScorer as ScorerModuleCropScorer
 from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta
+from acfd.train import model as model_mod
+from acfd.train.cli import main
+from acfd.train.config import resolve_config
 from click.testing import CliRunner
 
 from tests.engine_helpers import (
@@ -136,9 +141,6 @@ def test_fp16_graph_keeps_io_types_and_computes_the_norm_in_fp32(tmp_path: Path)
 def real(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A random-init LQBranch (conv attention, metric head) at 96 px, scaled to trained-like norms,
     exported twice. The single-branch preset builds the same LQ branch as "paper", faster."""
-    model_mod = pytest.importorskip("acfd.train.model")
-    from acfd.train.config import resolve_config
-
     torch.manual_seed(0)
     cfg = resolve_config("single-metric-att", image_size=REAL_SIZE)
     branch = model_mod.build_model(cfg).lq_branch().eval()
@@ -181,9 +183,6 @@ def test_real_branch_fp16_drift_on_face_crops(real: dict) -> None:
 
 def test_export_then_load_gives_the_torch_verdicts(tmp_path: Path) -> None:
     """The issue's 'done when': `acfd-train export` then load() agrees with the torch checkpoint."""
-    pytest.importorskip("acfd.train.model")
-    from acfd.train.cli import main
-
     run = tiny_run(tmp_path / "run", image_size=REAL_SIZE, preset="single-metric-att")
     res = CliRunner().invoke(main, ["export", "--run", str(run), "--out", str(tmp_path / "model.onnx")])
     assert res.exit_code == 0, res.output
@@ -202,9 +201,6 @@ def test_export_then_load_gives_the_torch_verdicts(tmp_path: Path) -> None:
 
 
 def test_cli_export_of_a_missing_run_is_one_line(tmp_path: Path) -> None:
-    pytest.importorskip("acfd.train.model")
-    from acfd.train.cli import main
-
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(main, ["export", "--run", str(tmp_path / "empty"), "--out", str(tmp_path / "m.onnx")])
     assert res.exit_code != 0
@@ -213,9 +209,6 @@ def test_cli_export_of_a_missing_run_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_real_branch_at_299(tmp_path: Path) -> None:
-    model_mod = pytest.importorskip("acfd.train.model")
-    from acfd.train.config import resolve_config
-
     torch.manual_seed(1)
     cfg = resolve_config("single-metric-att")
     branch = model_mod.build_model(cfg).lq_branch().eval()
@@ -228,8 +221,8 @@ def test_real_branch_at_299(tmp_path: Path) -> None:
 
 
 def test_cropscorer_matches_training_normalisation() -> None:
-    normalize = pytest.importorskip("acfd.train.model").normalize
-
+    normalize = model_mod.normalize
+    assert CropScorer is ScorerModuleCropScorer  # one wrapper, importable from the exporter as before
     meta = ArtifactMeta(input_size=STANDIN_SIZE, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), attention_size=STANDIN_ATT)
     seen = {}
 
@@ -242,3 +235,23 @@ def test_cropscorer_matches_training_normalisation() -> None:
     CropScorer(Probe(), meta)(torch.from_numpy(crops))
     expected = normalize(torch.from_numpy(crops).permute(0, 3, 1, 2), meta.mean, meta.std)
     assert torch.equal(seen["x"], expected)
+
+
+def test_export_run_uses_the_registered_run_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """export_run builds the network with the torch-run kind's loader, not an import of acfd.train."""
+    from acfd.engine.backends import TorchRunFactory
+
+    monkeypatch.setattr(registry, "_KINDS", dict(registry._KINDS))
+    seen: list[Path] = []
+
+    def loader(source: Path) -> tuple[torch.nn.Module, ArtifactMeta]:
+        seen.append(source)
+        return standin(scale=30.0), standin_meta()
+
+    registry.register(registry.TORCH_RUN, registry.matches_run, TorchRunFactory(loader))
+    r = export_run(tmp_path / "some-run", tmp_path / "m.onnx")
+    assert seen == [tmp_path / "some-run"]
+    assert r.meta.preset == "standin" and r.meta.input_size == STANDIN_SIZE and r.check.score_max_rel < 1e-4
+    registry.register(registry.TORCH_RUN, registry.matches_run, lambda path, **kw: None)
+    with pytest.raises(ArtifactError, match="not a TorchRunFactory"):
+        export_run(tmp_path / "some-run", tmp_path / "n.onnx")

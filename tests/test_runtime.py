@@ -1,19 +1,24 @@
-"""Runtime: backend choice, the one infer() call, batch splitting, and clear errors for bad input/files."""
+"""Runtime: the kind registry and its plugin hook, the one infer() call, batch splitting, and clear
+errors for bad input/files."""
 
 from __future__ import annotations
 
 import hashlib
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from acfd.engine.backends import InputError, OrtBackend, TorchBackend
+from acfd.engine import registry
+from acfd.engine.backends import Backend, InputError, OrtBackend, Prediction, TorchBackend, TorchRunFactory
 from acfd.engine.export import export_onnx, torch_reference
-from acfd.engine.runtime import backend_class, load
+from acfd.engine.runtime import kind_of, load
 from acfd.engine.tensorrt import TensorRTBackend
-from acfd.schemas.artifact import ArtifactError
+from acfd.schemas.artifact import ArtifactError, ArtifactMeta
+from acfd.train.engine_loader import load_branch
 
 from tests.engine_helpers import STANDIN_ATT, STANDIN_SIZE, random_crops, standin, standin_meta, tiny_run
 
@@ -144,12 +149,125 @@ def test_devices(onnx_model: Path) -> None:
         load(onnx_model, max_batch=0)
 
 
-def test_backend_classes_by_kind(tmp_path: Path) -> None:
-    assert backend_class(tmp_path / "a.plan") is TensorRTBackend
-    assert backend_class(tmp_path / "a.engine") is TensorRTBackend
-    assert backend_class(tmp_path / "a.onnx") is OrtBackend
-    assert backend_class(tmp_path / "model.safetensors") is TorchBackend
-    assert backend_class(tmp_path) is TorchBackend
+def test_kinds_by_path(tmp_path: Path) -> None:
+    assert registry.kinds()[:3] == ("onnx", "tensorrt", "torch-run")
+    assert kind_of(tmp_path / "a.plan") == kind_of(tmp_path / "a.ENGINE") == "tensorrt"
+    assert kind_of(tmp_path / "a.onnx") == "onnx"
+    assert kind_of(tmp_path / "model.safetensors") == kind_of(tmp_path) == "torch-run"
+    assert registry.factory("onnx") is OrtBackend and registry.factory("tensorrt") is TensorRTBackend
+    torch_run = registry.factory("torch-run")  # registered by acfd.train (imported above)
+    assert isinstance(torch_run, TorchRunFactory) and torch_run.load_run is load_branch
+    assert isinstance(torch_run(tmp_path, device="cpu"), TorchBackend)
+
+
+@pytest.fixture
+def kinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private copy of the registry's kinds: what a test registers is gone afterwards."""
+    monkeypatch.setattr(registry, "_KINDS", dict(registry._KINDS))
+
+
+class MeanBackend(Backend):
+    """A custom kind's backend: the score of a crop is its mean pixel value; the file holds the size."""
+
+    name = "mean"
+
+    def load(self) -> MeanBackend:
+        data = self.path.read_bytes()
+        self._set_meta(ArtifactMeta(input_size=int(data), attention_size=0), "m" * 16)
+        self._loaded = True
+        return self
+
+    def _run(self, crops: np.ndarray) -> Prediction:
+        return Prediction(score=crops.reshape(len(crops), -1).mean(axis=1).astype(np.float32), attention=None)
+
+
+def test_unknown_kind_lists_the_registered_kinds(tmp_path: Path, kinds: None) -> None:
+    other = tmp_path / "model.pt"
+    other.write_bytes(b"PK")
+    with pytest.raises(ArtifactError) as e:
+        load(other)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{other}: unknown model kind '.pt'; registered kinds: ")
+    assert msg.endswith(
+        "onnx (an .onnx file for ONNX Runtime), tensorrt (a .plan/.engine file for TensorRT), "
+        "torch-run (a training run directory or its .safetensors, for PyTorch)"
+    )
+    registry.register("mean", lambda p: p.suffix == ".mean", MeanBackend, describes="a .mean file")
+    with pytest.raises(ArtifactError, match=r"torch-run \(.*\), mean \(a \.mean file\)$"):
+        load(other)
+    with pytest.raises(ArtifactError, match=r"unknown model kind 'tflite'; registered kinds: onnx "):
+        registry.factory("tflite")
+
+
+def test_a_registered_kind_is_used(tmp_path: Path, kinds: None) -> None:
+    registry.register("mean", lambda p: p.suffix == ".mean", MeanBackend)
+    model = tmp_path / "m.mean"
+    model.write_text("32")
+    assert kind_of(model) == "mean"
+    crops = np.stack([np.full((32, 32, 3), v, np.uint8) for v in (0, 10, 200, 255, 7)])
+    with load(model, max_batch=2) as b:
+        assert isinstance(b, MeanBackend) and b.model_id == "m" * 16 and b.meta.input_size == 32
+        calls: list[int] = []
+        run = b._run
+        b._run = lambda c: (calls.append(len(c)), run(c))[1]  # type: ignore[method-assign]
+        p = b.infer(crops)
+        with pytest.raises(InputError, match=r"\[N,32,32,3\]"):  # Backend's checks apply to every kind
+            b.infer(np.zeros((1, 5, 5, 3), np.uint8))
+    assert calls == [2, 2, 1]
+    np.testing.assert_array_equal(p.score, np.array([0, 10, 200, 255, 7], np.float32))
+    # replacing a kind keeps its place in the match order: .onnx files now go to the new factory
+    registry.register("onnx", registry.matches_onnx, MeanBackend)
+    assert registry.kinds()[0] == "onnx"
+    (tmp_path / "fake.onnx").write_text("40")
+    with load(tmp_path / "fake.onnx") as b:
+        assert type(b) is MeanBackend and b.meta.input_size == 40
+    registry.unregister("mean")
+    with pytest.raises(ArtifactError, match="unknown model kind '.mean'"):
+        load(model)
+
+
+def test_a_factory_must_build_a_backend(tmp_path: Path, kinds: None) -> None:
+    registry.register("odd", lambda p: p.suffix == ".odd", lambda path, **kw: object())
+    (tmp_path / "m.odd").write_text("x")
+    with pytest.raises(ArtifactError, match="'odd' model kind built object, not an acfd Backend"):
+        load(tmp_path / "m.odd")
+    registry.declare("ghost", lambda p: p.suffix == ".ghost", "a ghost", provider="json")
+    (tmp_path / "m.ghost").write_text("x")
+    with pytest.raises(ArtifactError, match="json was imported but did not register the 'ghost' kind"):
+        load(tmp_path / "m.ghost")
+
+
+def test_torch_run_without_the_training_stack_is_one_line(
+    tmp_path: Path, kinds: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a scanning machine without acfd.train: the kind is only declared, its provider is missing.
+    registry._KINDS["torch-run"] = replace(registry._KINDS["torch-run"], factory=None)
+    monkeypatch.setitem(sys.modules, "acfd.train.engine_loader", None)  # `import` of it raises ImportError
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ArtifactError) as e:
+        load(run)
+    msg = str(e.value)
+    assert msg.startswith(
+        f"{run} is a training run directory or its .safetensors, for PyTorch: loading it needs the training "
+        "stack (acfd.train), which cannot be imported here ("
+    )
+    assert msg.endswith("or export the run with `acfd-train export` and load the .onnx") and "\n" not in msg
+    # the torch backend built directly (no loader given) and the exporter ask the same hook
+    (run / "config.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ArtifactError, match=r"^model kind 'torch-run' \(a training run .*needs the training stack"):
+        TorchBackend(run, device="cpu").load()
+
+
+def test_torch_run_whose_model_code_cannot_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "acfd.train.model", None)  # e.g. timm missing: the loader's import fails
+    with pytest.raises(ArtifactError, match=r"^running a training checkpoint needs the training stack \(acfd.train\)"):
+        load(run)
 
 
 def test_infer_before_load_is_an_error(onnx_model: Path) -> None:
@@ -159,7 +277,6 @@ def test_infer_before_load_is_an_error(onnx_model: Path) -> None:
 
 
 def test_torch_backend_from_run_and_safetensors(tmp_path: Path) -> None:
-    pytest.importorskip("acfd.train.model")
     run = tiny_run(tmp_path / "run", image_size=64, preset="single-metric-att")
     crops = random_crops(3, 64)
     with load(run, device="cpu") as a, load(run / "model.safetensors") as b:
@@ -169,6 +286,8 @@ def test_torch_backend_from_run_and_safetensors(tmp_path: Path) -> None:
         pa, pb = a.infer(crops), b.infer(crops)
     np.testing.assert_array_equal(pa.score, pb.score)
     assert pa.attention.shape == (3, 4, 4) and np.all((pa.attention >= 0) & (pa.attention <= 1))
+    with TorchBackend(run, device="cpu").load() as c:  # no loader given: the registered one
+        np.testing.assert_array_equal(c.infer(crops).score, pa.score)
     if not torch.cuda.is_available():
         with pytest.raises(ArtifactError, match="no CUDA GPU"):
             load(run, device="cuda")

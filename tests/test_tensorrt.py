@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from acfd.engine import tensorrt as trt_mod
-from acfd.engine.export import export_onnx
+from acfd.engine.export import build_run, export_onnx
 from acfd.engine.runtime import load
 from acfd.engine.tensorrt import (
     INSTALL_HINT,
@@ -25,9 +25,10 @@ from acfd.engine.tensorrt import (
 )
 from acfd.schemas.artifact import ArtifactError
 from acfd.schemas.errors import AcfdError
+from acfd.train.cli import main
 from click.testing import CliRunner
 
-from tests.engine_helpers import STANDIN_SIZE, random_crops, standin, standin_meta
+from tests.engine_helpers import STANDIN_SIZE, random_crops, standin, standin_meta, tiny_run
 
 
 def header_for(engine: bytes, **kw: object) -> PlanHeader:
@@ -126,16 +127,12 @@ def test_build_checks_arguments_before_tensorrt(tmp_path: Path, onnx32: Path, no
     with pytest.raises(AcfdError, match="workspace_gb must be positive"):
         build_engine(onnx32, tmp_path / "m.plan", workspace_gb=0)
     # `build` checks the profile before it spends minutes exporting two graphs
-    from acfd.engine.export import build_run
-
     with pytest.raises(AcfdError, match="min <= opt <= max"):
         build_run(tmp_path / "no-run", tmp_path / "out", min_batch=0)
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_engine_without_tensorrt_is_one_line(tmp_path: Path, onnx32: Path, no_tensorrt: None) -> None:
-    from acfd.train.cli import main
-
     res = CliRunner().invoke(main, ["engine", "--onnx", str(onnx32), "--out", str(tmp_path / "m.plan")])
     assert res.exit_code == 1
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
@@ -143,11 +140,6 @@ def test_cli_engine_without_tensorrt_is_one_line(tmp_path: Path, onnx32: Path, n
 
 
 def test_cli_build_without_tensorrt_writes_both_onnx(tmp_path: Path, no_tensorrt: None) -> None:
-    pytest.importorskip("acfd.train.model")
-    from acfd.train.cli import main
-
-    from tests.engine_helpers import tiny_run
-
     run = tiny_run(tmp_path / "run", image_size=64, preset="single-metric-att")
     res = CliRunner().invoke(main, ["build", "--run", str(run), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
