@@ -44,18 +44,75 @@ def main() -> None:
 @click.option("--frames", default=16, show_default=True, help="Frames per video.")
 @click.option("--size", default=256, show_default=True, help="Frame side in pixels (square, even).")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same dataset).")
-def synth(out: Path, videos: int, sources: tuple[Path, ...], frames: int, size: int, seed: int) -> None:
+@click.option("--exclude", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="People file from `acfd-train people --holdout`: leave out every source of its held-out persons.")
+def synth(
+    out: Path, videos: int, sources: tuple[Path, ...], frames: int, size: int, seed: int, exclude: Path | None
+) -> None:
     """Write an FF++-shaped dataset of real footage and self-blended fakes to OUT."""
     from acfd.train.synth import SynthConfig, synthesize
 
-    s = synthesize(SynthConfig(out=out, videos=videos, frames=frames, seed=seed, sources=sources, size=size))
+    s = synthesize(SynthConfig(out=out, videos=videos, frames=frames, seed=seed, sources=sources, size=size,
+                               exclude=exclude))  # fmt: skip
     splits = ", ".join(f"{k} {v}" for k, v in s.splits.items())
     n_src = f"{s.sources} source{'s' if s.sources != 1 else ''}"
     click.echo(f"{s.reals} real + {s.fakes} self-blended videos ({s.frames} frames) from {n_src} in {out} "
                f"[{s.seconds:.1f} s]")  # fmt: skip
     if s.skipped:
         click.echo(s.skipped_line())
+    if exclude is not None:
+        click.echo(f"left out {len(s.excluded)} sources of held-out persons ({exclude.name})")
+        if s.unknown:
+            click.echo(f"{len(s.unknown)} sources are not in {exclude.name}: their persons were never compared "
+                       "with the held-out ones (run `acfd-train people` on every source)")
     click.echo(f"split pairs: {splits}")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="People file (JSON) to write.")
+@click.option("--distance", default=0.6, show_default=True, type=float,
+              help="Average-linkage threshold on dlib face-descriptor distances: groups closer than this are one person.")
+@click.option("--frames", default=5, show_default=True, help="Frames sampled per video (their descriptors are averaged).")
+@click.option("--holdout", default=0.0, show_default=True, type=float,
+              help="Share of the persons to mark held out (for `swaps`; `synth --exclude` leaves them out).")
+@click.option("--seed", default=0, show_default=True, help="Random seed of the held-out choice.")
+@click.option("--sheets", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for contact sheets: a PNG per person and the near-threshold pairs, to check by eye.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def people(
+    sources: tuple[Path, ...], out: Path, distance: float, frames: int, holdout: float, seed: int,
+    sheets: Path | None, quiet: bool,
+) -> None:  # fmt: skip
+    """Group the faces of SOURCES (photos, videos or folders of them) into persons; optionally hold some out."""
+    from acfd.train.people import PeopleConfig, group_people
+
+    cfg = PeopleConfig(sources=sources, out=out, distance=distance, video_frames=frames, holdout=holdout,
+                       seed=seed, sheets=sheets)  # fmt: skip
+    for line in group_people(cfg, progress=not quiet).lines():
+        click.echo(line)
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--source", "sources", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Photo, video or folder of them (repeatable) [default: every file of the people file's persons].")
+@click.option("--people", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="People file from `acfd-train people`: pairs are two different persons, and only held-out "
+                   "persons when it marks any.")
+@click.option("--pairs", default=24, show_default=True, help="Pairs of persons; each gives 2 real and 2 swapped videos.")
+@click.option("--frames", default=16, show_default=True, help="Frames per video.")
+@click.option("--size", default=256, show_default=True, help="Frame side in pixels (square, even).")
+@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same set).")
+def swaps(
+    out: Path, sources: tuple[Path, ...], people: Path | None, pairs: int, frames: int, size: int, seed: int
+) -> None:
+    """Write a held-apart validation set of cross-identity face swaps (FF++ layout) to OUT; never train on it."""
+    from acfd.train.swaps import SwapConfig, make_swaps
+
+    cfg = SwapConfig(out=out, sources=sources, people=people, pairs=pairs, frames=frames, size=size, seed=seed)
+    for line in make_swaps(cfg).lines(pairs):
+        click.echo(line)
 
 
 @main.command()

@@ -54,6 +54,7 @@ class SynthConfig:
     size: int = 256  # frame side in pixels (square)
     fps: int = 25
     detector: str = "full"
+    exclude: Path | None = None  # a people file: every source of its held-out persons is left out
 
     def __post_init__(self) -> None:
         if self.videos < 2 or self.videos % 2:
@@ -69,6 +70,8 @@ class SynthConfig:
         for s in self.sources:
             if not Path(s).is_file():
                 raise SynthError(f"source not found: {s}")
+        if self.exclude is not None and not Path(self.exclude).is_file():
+            raise SynthError(f"people file not found: {self.exclude}")
 
 
 @dataclass
@@ -81,10 +84,37 @@ class SynthSummary:
     splits: dict[str, int] = field(default_factory=dict)
     sources: int = 0  # distinct sources the videos were made from
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, why), in the order met
+    excluded: list[str] = field(default_factory=list)  # sources of held-out persons (--exclude), left out
+    unknown: list[str] = field(default_factory=list)  # sources the --exclude people file does not name
 
     def skipped_line(self, first: int = 3) -> str | None:
         """``skipped N sources: why; why; ...`` (the first few reasons), or None when none was skipped."""
         return _skipped_text(self.skipped, first)
+
+
+def excluded_sources(sources: Sequence[Path], people_file: Path) -> tuple[list[Path], list[str], list[str]]:
+    """``(kept, excluded, unknown)``: the sources of the people file's held-out persons are excluded (matched
+    by content hash, so a copy or a renamed file is found too); sources the file does not name are kept
+    and listed as unknown (their persons were never compared with the held-out ones)."""
+    from acfd.schemas.hashing import content_hash
+
+    from .people import PeopleError, load_people
+
+    try:
+        people = load_people(Path(people_file))
+    except PeopleError as e:
+        raise SynthError(str(e)) from e
+    held, known = people.held_out_hashes(), people.known_hashes()
+    kept, excluded, unknown = [], [], []
+    for s in sources:
+        h = content_hash(s) or ""
+        if h in held:
+            excluded.append(str(s))
+            continue
+        if h not in known:
+            unknown.append(str(s))
+        kept.append(Path(s))
+    return kept, excluded, unknown
 
 
 def _skipped_text(skipped: Sequence[tuple[str, str]], first: int = 3) -> str | None:
@@ -121,9 +151,12 @@ def _main_face(det: FaceDetector, img: np.ndarray, what: str) -> Face:
 
 
 def _animate_photo(
-    img: np.ndarray, face: Face, n: int, size: int, rng: np.random.Generator
+    img: np.ndarray, face: Face, n: int, size: int, rng: np.random.Generator, border: int = cv2.BORDER_REFLECT101
 ) -> list[np.ndarray]:
-    """``n`` frames of a photo seen by a slowly moving camera, face ~1/3 of the frame."""
+    """``n`` frames of a photo seen by a slowly moving camera, face ~1/3 of the frame.
+
+    Where the frame reaches past the photo, ``border`` fills it (OpenCV's border mode; the default mirrors
+    the photo, which repeats the face in mirror image around a small photo; `swaps` asks for black)."""
     fw = max(face.width, face.height)
     cx, cy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
     base = rng.uniform(0.28, 0.40) * size / fw  # face width as a fraction of the frame
@@ -148,7 +181,7 @@ def _animate_photo(
         scale = base * (1 + z_amp * np.sin(z_freq * 2 * np.pi * t + z_phase))
         m = cv2.getRotationMatrix2D((cx, cy), ang, scale)
         m[:, 2] += centre + pos - np.array([cx, cy])
-        frame = cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        frame = cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
         f = lut[frame] * gains + rng.normal(0, noise, frame.shape)
         frames.append(np.clip(f + 0.5, 0, 255).astype(np.uint8))
     return frames
@@ -331,15 +364,21 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
     fake_dir = out / "manipulated_sequences" / SYNTH_METHOD
     summary = SynthSummary(out=out)
     manifest: dict[str, object] = {
-        "config": {**asdict(cfg), "out": str(out), "sources": [str(s) for s in cfg.sources]}
-    }
+        "config": {**asdict(cfg), "out": str(out), "sources": [str(s) for s in cfg.sources],
+                   "exclude": str(cfg.exclude) if cfg.exclude is not None else None}
+    }  # fmt: skip
+    chosen: list[Path] = [Path(x) for x in cfg.sources]
+    if cfg.exclude is not None and chosen:
+        chosen, summary.excluded, summary.unknown = excluded_sources(chosen, cfg.exclude)
+        if not chosen:
+            raise SynthError(f"every source belongs to a held-out person of {cfg.exclude}: none is left to train on")
     videos_meta: dict[str, object] = {}
     root_rng = np.random.default_rng(cfg.seed)
     splits = _pairs_and_splits(cfg.videos, root_rng)
     partner = {a: b for pair in sum(splits.values(), []) for a, b in (pair, pair[::-1])}
 
     with FaceDetector(cfg.detector) as det:  # type: ignore[arg-type]
-        sources: list[Path | None] = [Path(x) for x in cfg.sources] or [None]  # None: the astronaut photo
+        sources: list[Path | None] = list(chosen) or [None]  # None: the astronaut photo
         photos: dict[int, tuple[np.ndarray, Face]] = {}  # source index -> photo and its face, read once
         dropped: set[int] = set()  # sources skipped: unreadable, or no face found
         used: set[int] = set()
@@ -398,6 +437,8 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
     manifest["videos"] = videos_meta
     manifest["method"] = SYNTH_METHOD
     manifest["skipped"] = [{"source": source, "reason": why} for source, why in summary.skipped]
+    manifest["excluded"] = summary.excluded  # held-out persons' sources (--exclude)
+    manifest["not_in_people_file"] = summary.unknown
     (out / "synth.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     marker = {
         "kind": "synth",
@@ -407,6 +448,8 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
         "sources": [Path(sources[k]).name if sources[k] is not None else DEFAULT_SOURCE for k in sorted(used)],
         "seed": cfg.seed,
     }
+    if cfg.exclude is not None:
+        marker["excluded_held_out"] = len(summary.excluded)
     (out / SYNTH_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
     summary.seconds = time.perf_counter() - t0
     return summary
