@@ -15,8 +15,10 @@ them, in the tracker of the video it is on (dropped with it at the video's end);
 reported, sent between processes or logged.
 
 Cost on a 2-core Xeon (AVX-512, dlib-bin 20.0 without BLAS): about 0.13 s of one core per face, 0.17 s
-with the other core busy (the ResNet on a 150x150 chip; the shape predictor is 1.5 ms); importing dlib
-0.05 s and loading both models 0.7 s (about 50 MB), once per worker process, on its first face.
+with the other core busy (the ResNet on a 150x150 chip, :meth:`FaceEmbedder.embed_chip`; the landmarks
+and the alignment, :meth:`FaceEmbedder.chips`, about 1.5 ms); importing dlib 0.05 s and loading both
+models 0.7 s (about 50 MB), once per worker process, on its first face. Scans align every face but run
+the ResNet only on those the tracker's schedule asks for (acfd.scanner.track.EmbedSchedule).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ _RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 # The face is embedded from a region of the frame around its box (the box plus this share of its side
 # on every side), not from the whole frame: dlib's chip extraction then touches a small image only.
 _CONTEXT = 0.6
+# dlib's alignment for its ResNet (the defaults of compute_face_descriptor on a frame and a shape)
+_CHIP, _CHIP_PADDING = 150, 0.25
+_PIXELS_MARGIN, _PIXELS_SIDE = 0.15, 16  # chip_pixels(): the chip's border left out, and the resample side
 
 
 def face_contrast(image: np.ndarray, face: Face) -> float:
@@ -105,6 +110,12 @@ class FaceEmbedder:
     def embed(self, image: np.ndarray, faces: list[Face]) -> list[np.ndarray | None]:
         """The descriptor (float32 [128]) of each face box of an HxWx3 uint8 RGB frame, or None for a face
         too dark or flat to tell people apart (:data:`MIN_CONTRAST`; not embedded: no time spent)."""
+        return [self.embed_chip(c) for c in self.chips(image, faces)]
+
+    def chips(self, image: np.ndarray, faces: list[Face]) -> list[np.ndarray | None]:
+        """Each face aligned for the ResNet (uint8 [150, 150, 3], about 1.5 ms: the 5-point landmarks and
+        dlib's chip extraction), or None for a face under :data:`MIN_CONTRAST`. :meth:`embed_chip` turns a
+        chip into the descriptor :meth:`embed` gives (the same numbers), later if need be."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise IdentityModelError(f"expected an HxWx3 uint8 RGB frame, got {image.shape} {image.dtype}")
         out: list[np.ndarray | None] = []
@@ -121,14 +132,33 @@ class FaceEmbedder:
                 int(round(f.x0 - rx0)), int(round(f.y0 - ry0)), int(round(f.x1 - rx0)), int(round(f.y1 - ry0))
             )
             shape = self._shape(region, box)
-            out.append(np.asarray(self._net.compute_face_descriptor(region, shape), np.float32))
+            out.append(np.asarray(self._dlib.get_face_chip(region, shape, size=_CHIP, padding=_CHIP_PADDING)))
         return out
+
+    def embed_chip(self, chip: np.ndarray | None) -> np.ndarray | None:
+        """The descriptor of one aligned chip from :meth:`chips` (the ResNet: about 0.13 s), None for None."""
+        if chip is None:
+            return None
+        return np.asarray(self._net.compute_face_descriptor(chip), np.float32)
 
 
 @functools.cache
 def embedder() -> FaceEmbedder:
     """This process's embedder, loaded on first use (a worker loads it once, on its first face)."""
     return FaceEmbedder()
+
+
+def chip_pixels(chip: np.ndarray) -> np.ndarray:
+    """A cheap look at an aligned chip (:meth:`FaceEmbedder.chips`): the grey levels of its central 70%
+    (the face without the padding), 16x16, zero-mean and L2-normalised (float32 [256]), so that the dot
+    product of two is their normalised correlation. Alignment takes out position, size and roll, so what
+    is left is mostly the face itself, its expression and its light (acfd.scanner.track.Glance)."""
+    side = chip.shape[0]
+    m = int(side * _PIXELS_MARGIN)
+    gray = cv2.cvtColor(np.ascontiguousarray(chip[m : side - m, m : side - m]), cv2.COLOR_RGB2GRAY)
+    g = cv2.resize(gray, (_PIXELS_SIDE, _PIXELS_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    g -= g.mean()
+    return g / max(float(np.linalg.norm(g)), 1e-6)
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

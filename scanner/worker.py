@@ -16,6 +16,7 @@ pickled crops (about 270 kB per face at 299 px): negligible at 1 frame/s.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import signal
@@ -81,21 +82,32 @@ def _process_video(
 ) -> None:
     """Decode, detect, crop and track one video, sending its frames and then the identity map on ``conn``.
 
-    ``identity``: how faces are told apart (acfd.scanner.track.METHODS); scans use ``face`` (the
-    face-recognition embedding), ``bench/identities.py`` also the former ``appearance``. The
-    descriptors stay in this process: only tracklet ids and the tracklet -> person map are sent.
+    ``identity``: how faces are told apart (acfd.scanner.track.MODES); scans use ``face`` (the
+    face-recognition embedding, of the faces its schedule picks), ``bench/identities.py`` also
+    ``face-every`` (every face embedded) and the former ``appearance``. The descriptors stay in this
+    process: only tracklet ids and the tracklet -> person map are sent. A frame is sent once its ids
+    are final (``IoUTracker.settled``): with the schedule, faces that reused their track's descriptor
+    are checked at the track's next embedded face, up to ``EmbedSchedule.every_frames`` samples later.
     """
     from .decode import open_frames
     from .faces import crop, crop_box
-    from .track import METHODS, IoUTracker
+    from .track import FrameLooks, tracker
 
     t0 = time.perf_counter()
     info, frames = open_frames(path, cfg.sampling, cfg.decoder, cfg.gpu_decode)
     conn.send((MSG_INFO, vid, info))
     t_decode_total = time.perf_counter() - t0
     t_detect_total = 0.0
-    tracker = IoUTracker(method=METHODS[identity])
+    tr = tracker(identity)
+    held: list[FrameResult] = []  # frames whose ids may still change, in order (n - len(held) sent)
     n = 0
+
+    def send_settled(upto: int) -> None:
+        while held and n - len(held) < upto:
+            r = held.pop(0)
+            k = n - len(held) - 1  # its sampled frame number, as the tracker counts
+            conn.send((MSG_FRAME, vid, dataclasses.replace(r, identities=tuple(tr.tracklets(k)))))
+
     decoder = info.decoder
     last_t = float("-inf")
     while True:
@@ -121,16 +133,21 @@ def _process_video(
         crops = None
         if faces:
             crops = np.stack([crop(frame.image, crop_box(f, cfg.crop_margin), cfg.crop_size) for f in faces])
-        # t_detect includes the faces' descriptors (about 0.13 s of CPU per face: acfd.scanner.identity)
-        ids = tracker.update(faces, tracker.method.describe(frame.image, faces, crops))
+        # t_detect includes the faces' descriptors (about 0.13 s of CPU per embedded face: acfd.scanner.identity)
+        ids = tr.observe(faces, FrameLooks(tr.method, frame.image, faces, crops), frame.time_s)
         t_det = time.perf_counter() - t0
         t_detect_total += t_det
-        conn.send((MSG_FRAME, vid, FrameResult(frame.index, frame.time_s, tuple(faces), tuple(ids), crops, t_dec, t_det)))
+        held.append(FrameResult(frame.index, frame.time_s, tuple(faces), tuple(ids), crops, t_dec, t_det))
         n += 1
+        send_settled(tr.settled)
     if n == 0:
         raise DecodeError("no decodable video frames")
-    # identities are tracklets until here: the appearance merge maps them to people (0..k-1)
-    conn.send((MSG_DONE, vid, (n, t_decode_total, t_detect_total, decoder, tracker.identity_map())))
+    t0 = time.perf_counter()
+    tr.finish()  # the last reused faces are checked (an embedding or so per open track)
+    t_detect_total += time.perf_counter() - t0
+    send_settled(n)
+    # identities are tracklets until here: the merge maps them to people (0..k-1)
+    conn.send((MSG_DONE, vid, (n, t_decode_total, t_detect_total, decoder, tr.identity_map())))
 
 
 def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:

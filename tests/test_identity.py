@@ -99,3 +99,35 @@ def test_missing_model_package_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(identity.importlib.util, "find_spec", lambda name: None if name == "dlib" else real(name))
     with pytest.raises(IdentityModelError, match="pip install dlib-bin"):
         check_installed()
+
+
+def test_chips_give_the_same_descriptors_and_a_glance_that_sees_a_cut(detector):
+    """embed() = embed_chip(chips()): the same numbers, so a face can be aligned now and embedded later.
+    The schedule's glance (acfd.scanner.track.Glance) stays still for one face seen again and moves past
+    a threshold between any two of the three people (a cut it must not miss)."""
+    from acfd.scanner.faces import crop, crop_box
+    from acfd.scanner.track import SCHEDULE, FrameLooks, tracker
+
+    e = embedder()
+    heads = {"astronaut": astronaut_head(), "cameraman": cameraman_head(), "hopper": hopper_head()}
+    frames = {k: canvas([(h, 40, 30)]) for k, h in heads.items()}
+    frames["astronaut again"] = canvas([(_jpeg(heads["astronaut"], 60), 43, 31)])  # moved, recompressed
+    glances = {}
+    for name, frame in frames.items():
+        faces = detector.detect(frame)
+        assert len(faces) == 1
+        chips = e.chips(frame, faces)
+        assert chips[0] is not None and chips[0].shape == (150, 150, 3) and chips[0].dtype == np.uint8
+        assert np.array_equal(e.embed_chip(chips[0]), e.embed(frame, faces)[0])
+        px = identity.chip_pixels(chips[0])
+        assert px.shape == (256,) and abs(float(px.sum())) < 1e-3 and abs(float(np.linalg.norm(px)) - 1) < 1e-5
+        crops = np.stack([crop(frame, crop_box(f), 64) for f in faces])
+        glances[name] = FrameLooks(tracker("face").method, frame, faces, crops).glances()[0]
+    d_app, d_px = glances["astronaut again"].change(glances["astronaut"])
+    assert d_app <= SCHEDULE.max_change and d_px <= SCHEDULE.max_pixel_change, (d_app, d_px)
+    people = ["astronaut", "cameraman", "hopper"]
+    for i, a in enumerate(people):
+        for b in people[i + 1:]:
+            d_app, d_px = glances[a].change(glances[b])
+            assert d_app > SCHEDULE.max_change or d_px > SCHEDULE.max_pixel_change, (a, b, d_app, d_px)
+    assert e.chips(frames["hopper"], []) == [] and e.embed_chip(None) is None

@@ -1,8 +1,10 @@
-"""Identities (acfd.scanner.track): the link gate, the merge of tracklets into people, and what reaches the store.
+"""Identities (acfd.scanner.track): the link gate, the merge of tracklets into people, the embedding
+schedule, and what reaches the store.
 
 The ``face`` method (the default) is tested on real faces of three people from photos that installed
-packages ship (tests/identity_helpers.py); the former ``appearance`` method (kept for
-bench/identities.py) on one photo and a recoloured copy.
+packages ship (tests/identity_helpers.py), with its schedule (``face``) and with every face embedded
+(``face-every``); the schedule's rules also on given descriptors; the former ``appearance`` method
+(kept for bench/identities.py) on one photo and a recoloured copy.
 """
 
 from __future__ import annotations
@@ -13,15 +15,21 @@ import sqlite3
 import cv2
 import numpy as np
 import pytest
-from acfd.scanner.faces import Face, FaceDetector
+from acfd.scanner import identity
+from acfd.scanner.faces import Face, FaceDetector, crop, crop_box
 from acfd.scanner.track import (
     APPEARANCE,
     APPEARANCE_MERGE_DISTANCE,
     FACE,
+    SCHEDULE,
+    EmbedSchedule,
+    FrameLooks,
+    Glance,
     IdentityMethod,
     IoUTracker,
     appearance,
     merge_tracklets,
+    tracker,
 )
 
 from tests import scan_helpers as H
@@ -40,21 +48,41 @@ def detector():
         yield d
 
 
-def _track(detector: FaceDetector, frames: list[np.ndarray], method: IdentityMethod | None = FACE):
-    """Detect and track ``frames``; ids of each frame's faces, left to right. ``method`` None: boxes only."""
-    tr = IoUTracker(method=method or FACE)
-    out = []
-    for frame in frames:
+@pytest.fixture
+def resnet_calls(monkeypatch):
+    """Counts the face-recognition ResNet's runs (FaceEmbedder.embed_chip on a chip)."""
+    calls = [0]
+    real = identity.FaceEmbedder.embed_chip
+
+    def counting(self, chip):  # noqa: ANN001, ANN202
+        calls[0] += chip is not None
+        return real(self, chip)
+
+    monkeypatch.setattr(identity.FaceEmbedder, "embed_chip", counting)
+    return calls
+
+
+def _track(detector: FaceDetector, frames: list[np.ndarray], mode: str | None = "face", fps: float = 1.0):
+    """Detect and track ``frames`` (``fps`` apart) as the worker does; the final tracklet ids of each
+    frame's faces, left to right. ``mode`` None: boxes only."""
+    tr = tracker(mode or "face")
+    for i, frame in enumerate(frames):
         faces = sorted(detector.detect(frame), key=lambda f: f.x0)
-        looks = None if method is None else method.describe(frame, faces, None)
-        out.append(tr.update(faces, looks))
-    return tr, out
+        if mode is None:
+            tr.update(faces)
+            continue
+        crops = np.stack([crop(frame, crop_box(f), CROP) for f in faces]) if faces else None
+        tr.observe(faces, FrameLooks(tr.method, frame, faces, crops), i / fps)
+    tr.finish()
+    return tr, [tr.tracklets(i) for i in range(len(frames))]
 
 
 LEFT_X, RIGHT_X, TOP = 40, 360, 30
+MODES = ["face", "face-every"]
 
 
-def test_two_people_who_swap_places_keep_their_identities(detector):
+@pytest.mark.parametrize("mode", MODES)
+def test_two_people_who_swap_places_keep_their_identities(detector, mode):
     """Faces that swap places between two samples: boxes alone switch identities; the embedding does not."""
     a, b, c = astronaut_head(), cameraman_head(), hopper_head()
     side_by_side = canvas([(a, LEFT_X, TOP), (b, RIGHT_X, TOP)])
@@ -64,7 +92,7 @@ def test_two_people_who_swap_places_keep_their_identities(detector):
     frames = [side_by_side, side_by_side, swapped, swapped, empty, empty, empty, empty, third, third]
     _, boxes_only = _track(detector, frames, None)
     assert boxes_only[:4] == [[0, 1], [0, 1], [0, 1], [0, 1]]  # the switch: B continues A's track
-    tr, tracklets = _track(detector, frames)
+    tr, tracklets = _track(detector, frames, mode)
     assert [len(t) for t in tracklets] == [2, 2, 2, 2, 0, 0, 0, 0, 1, 1]
     assert tracklets[2] == [2, 3] and tracklets[8] == [4]  # the gate refused the switch and the third face
     m = tr.identity_map()
@@ -74,14 +102,47 @@ def test_two_people_who_swap_places_keep_their_identities(detector):
     assert people[8:] == [[2], [2]] and sorted(set(m.values())) == [0, 1, 2]
 
 
-def test_a_cut_to_someone_else_on_the_same_spot_is_a_new_identity(detector):
+@pytest.mark.parametrize("mode", MODES)
+def test_a_cut_to_someone_else_on_the_same_spot_is_a_new_identity(detector, mode, resnet_calls):
     a, c = astronaut_head(), hopper_head()
-    frames = [canvas([(a, LEFT_X, TOP)])] * 2 + [canvas([(c, LEFT_X + 10, TOP)])] * 2
+    frames = [canvas([(a, LEFT_X, TOP)])] * 3 + [canvas([(c, LEFT_X + 10, TOP)])] * 3
     _, boxes_only = _track(detector, frames, None)
-    assert boxes_only == [[0]] * 4
-    tr, tracklets = _track(detector, frames)
-    assert tracklets == [[0], [0], [1], [1]]
+    assert boxes_only == [[0]] * 6
+    resnet_calls[0] = 0
+    tr, tracklets = _track(detector, frames, mode, fps=5.0)
+    assert tracklets == [[0], [0], [0], [1], [1], [1]]
     assert tr.identity_map() == {0: 0, 1: 1}
+    # face-every: all 6 faces. face: not the two that plainly continue the first face; at the cut, the
+    # new face (its glance changed) and the last reused face before it (a cut, or a drift that the chain
+    # of faces would bridge?); after it, the new person's faces while the first track is still open on
+    # that spot (two tracks compete for them)
+    assert resnet_calls[0] == tr.n_embedded == (6 if mode == "face-every" else 5)
+
+
+def test_the_schedule_skips_the_embeddings_of_a_face_that_stays(detector, resnet_calls):
+    """An unambiguous static face: embedded once per ``every_seconds`` of stream time (and per
+    ``every_frames`` samples at most) and its last face once the track ends (the check of the faces
+    reused since); the other samples reuse its descriptor. Identities as with every face embedded."""
+    a = astronaut_head()
+    frames = [canvas([(a, LEFT_X + (i % 2), TOP)]) for i in range(8)]  # 1 frame/s, a pixel of jitter
+    tr, tracklets = _track(detector, frames, "face")
+    assert tracklets == [[0]] * 8 and tr.identity_map() == {0: 0}
+    assert SCHEDULE.every_seconds == 3.0
+    assert resnet_calls[0] == tr.n_embedded == 4  # at 0, 3 and 6 s, and the last face (7 s)
+    assert tr.n_reused == 5 and tr.n_moved == 0
+    # at 8 frame/s every_frames binds: 16 samples, then the 17th is embedded (and the last)
+    resnet_calls[0] = 0
+    tr, tracklets = _track(detector, frames * 3, "face", fps=8.0)
+    assert tracklets == [[0]] * 24 and resnet_calls[0] == 3
+    # a second person coming in far away is a new track: embedded; the first face still is not
+    two = canvas([(a, LEFT_X, TOP), (hopper_head(), RIGHT_X, TOP)])
+    resnet_calls[0] = 0
+    tr, tracklets = _track(detector, frames[:2] + [two, two], "face", fps=5.0)
+    assert tracklets == [[0], [0], [0, 1], [0, 1]]
+    assert resnet_calls[0] == 4  # each one's first face and last face
+    resnet_calls[0] = 0
+    tr, _ = _track(detector, frames, "face-every")
+    assert resnet_calls[0] == tr.n_embedded == 8
 
 
 # --- the face method's rules, on given descriptors ---------------------------------------------------
@@ -134,6 +195,113 @@ def test_people_on_the_same_frame_never_merge():
     assert m[0] != m[1] and len(set(m.values())) == 2 and m[2] in (m[0], m[1])
 
 
+class _Given:
+    """Looks of one frame from given descriptors (None: too dark to identify) and glances (default: the
+    same for every face: the glance sees no change); ``asked`` counts the descriptors the tracker used."""
+
+    SAME = Glance(np.array([1.0, 0.0]), np.array([1.0, 0.0]))
+
+    def __init__(self, looks: list, asked: list[int], glances: list | None = None):
+        self.looks, self.asked = looks, asked
+        self._glances = glances or [None if x is None else self.SAME for x in looks]
+
+    def glances(self) -> list:
+        return self._glances
+
+    def embed(self, indices: list[int]) -> list:
+        self.asked[0] += len(indices)
+        return [self.looks[i] for i in indices]
+
+    def later(self, indices: list[int]) -> list:
+        return [lambda i=i: self.embed([i])[0] for i in indices]
+
+
+def _turn(i: int, step: float = 0.2) -> np.ndarray:
+    """A descriptor that turns by ``step`` radians per frame: ~``step`` apart per frame, more over several."""
+    v = np.zeros(128, np.float32)
+    v[0], v[1] = np.cos(i * step), np.sin(i * step)
+    return v
+
+
+def test_schedule_embeds_new_contested_changed_and_returning_faces():
+    asked = [0]
+    tr = IoUTracker(schedule=EmbedSchedule(every_frames=4, every_seconds=100.0))
+    at, near_it = _face(*LEFT), _face(LEFT[0] + 12, LEFT[1])
+
+    def step(faces, looks, glances=None):  # noqa: ANN001, ANN202
+        before = asked[0]
+        ids = tr.observe(faces, _Given(looks, asked, glances), None)
+        return ids, asked[0] - before
+
+    assert step([at], [_vec(0)]) == ([0], 1)  # a new track: embedded
+    assert step([at], [_vec(0)]) == ([0], 0)  # plainly the same face: reused
+    assert step([at], [_vec(0)]) == ([0], 0)
+    assert step([at], [_vec(0)]) == ([0], 0)
+    assert step([at], [_vec(0)]) == ([0], 1)  # 4 frames since the last embedded face
+    # two faces on the spot of one track: both embedded; the one that is someone else is a new tracklet
+    assert step([at, near_it], [_vec(0), _vec(1)]) == ([0, 1], 2)
+    # while that other track is open (max_gap: 3 frames), it competes for the face on this spot
+    assert [step([at], [_vec(0)]) for _ in range(3)] == [([0], 1)] * 3
+    assert step([at], [_vec(0)]) == ([0], 0)  # closed: plainly the same face again
+    # the glance changed (appearance beyond max_change): embedded
+    changed = Glance(np.array([0.0, 1.0]), np.array([1.0, 0.0]))
+    assert step([at], [_vec(0)], [changed]) == ([0], 1)
+    assert step([at], [_vec(0)], [changed]) == ([0], 0)  # the reference is now the changed look
+    assert step([], []) == ([], 0)
+    assert step([at], [_vec(0)]) == ([0], 1)  # after a gap: embedded
+    # a face too dark to identify: never embedded, never reused, a tracklet of its own
+    assert step([at], [None]) == ([2], 0)
+    assert step([at], [None]) == ([2], 0)
+    assert tr.n_embedded == asked[0] == 9 and tr.n_reused == 5
+    assert tr.identity_map() == {0: 0, 1: 1, 2: 2}
+    with pytest.raises(ValueError, match="schedule is for the face method"):
+        IoUTracker(method=APPEARANCE, schedule=SCHEDULE)
+    with pytest.raises(ValueError, match="every_frames"):
+        EmbedSchedule(every_frames=0)
+    with pytest.raises(ValueError, match="min_iou"):
+        EmbedSchedule(min_iou=0.0)
+
+
+def test_schedule_follows_a_drifting_face_through_its_reused_faces():
+    """A face that changes slowly (0.2 per frame, 0.78 over 4): the periodic embedding fails the link gate
+    against the last embedded face, so the chain is checked through the reused faces in between, as
+    linking every face would have: one tracklet, as with every face embedded."""
+    looks = [_turn(i) for i in range(9)]
+    assert float(np.linalg.norm(looks[4] - looks[0])) > FACE.link_distance
+    every = IoUTracker()
+    assert [every.update([_face(*LEFT)], [x]) for x in looks] == [[0]] * 9
+    asked = [0]
+    tr = IoUTracker(schedule=EmbedSchedule(every_frames=4, every_seconds=100.0))
+    assert [tr.observe([_face(*LEFT)], _Given([x], asked)) for x in looks] == [[0]] * 9
+    # embedded: frames 0, 4 and 8; through the chain: frame 3 (next to 4), then 2 (0 -> 2 -> 3 holds),
+    # and for frame 8 the same two steps back (7, 6)
+    assert asked[0] == tr.n_embedded == 7
+    assert tr.identity_map() == {0: 0}
+
+
+def test_schedule_splits_a_cut_its_glance_misses_where_it_happened():
+    """Another person on the same spot whom the glance does not tell apart: the next periodic embedding
+    fails the gate and the chain, and walking back from it finds the reused faces that are the new
+    person: they move to its tracklet, so the final ids split exactly at the cut. The ids observe()
+    returned for them were provisional: frames from ``settled`` on may still change."""
+    a, b = _vec(0), _vec(1)
+    asked = [0]
+    tr = IoUTracker(schedule=EmbedSchedule(every_frames=4, every_seconds=100.0))
+    provisional, settled = [], []
+    for x in [a] * 5 + [b] * 5:
+        provisional.append(tr.observe([_face(*LEFT)], _Given([x], asked)))
+        settled.append(tr.settled)
+    assert provisional == [[0]] * 8 + [[1]] * 2
+    # frames 1-3 and 5-7 reused a's descriptor until the embedded frames 4 and 8 checked them
+    assert settled == [1, 1, 1, 1, 5, 5, 5, 5, 9, 9]
+    tr.finish()
+    assert [tr.tracklets(i) for i in range(10)] == [[0]] * 5 + [[1]] * 5 and tr.n_moved == 3
+    assert tr.settled == 10
+    assert tr.identity_map() == {0: 0, 1: 1}
+    # embedded: 0, 4, 8 and the last face (9, at the end); checked: 7, 6, 5 (walking back from 8)
+    assert asked[0] == tr.n_embedded == 7
+
+
 def test_merge_tracklets_rules():
     e = np.eye(4, dtype=np.float32)
     frames = {0: {0, 1}, 1: {2}, 2: {5}, 3: {6}}
@@ -162,14 +330,15 @@ def test_worker_keeps_face_descriptors_to_itself(tmp_path, monkeypatch):
     from acfd.scanner.decode import Sampling
 
     made: list[np.ndarray] = []
-    real = identity.FaceEmbedder.embed
+    real = identity.FaceEmbedder.embed_chip
 
-    def recording(self, image, faces):  # noqa: ANN001, ANN202
-        out = real(self, image, faces)
-        made.extend(x for x in out if x is not None)
+    def recording(self, chip):  # noqa: ANN001, ANN202
+        out = real(self, chip)
+        if out is not None:
+            made.append(out)
         return out
 
-    monkeypatch.setattr(identity.FaceEmbedder, "embed", recording)
+    monkeypatch.setattr(identity.FaceEmbedder, "embed_chip", recording)
     frames = [canvas([(astronaut_head(), 20 + 4 * i, 20), (cameraman_head(), 360, 30)]) for i in range(3)]
     video = write_video(tmp_path / "two.mp4", frames, fps=2)
 
@@ -187,11 +356,43 @@ def test_worker_keeps_face_descriptors_to_itself(tmp_path, monkeypatch):
     frames_sent = [m[2] for m in sink.msgs if m[0] == worker.MSG_FRAME]
     assert [list(f.identities) for f in frames_sent] == [[0, 1]] * 3
     assert sink.msgs[-1][0] == worker.MSG_DONE and sink.msgs[-1][2][4] == {0: 0, 1: 1}
-    assert len(made) == 6
+    assert len(made) == 4  # each face's first and (checking the one reused between) last sample
     sent = pickle.dumps(sink.msgs)
     for d in made:  # neither the float32 bytes nor any 128-float array travel
         assert d.tobytes() not in sent
     assert not any(isinstance(x, np.ndarray) and x.shape[-1:] == (128,) for f in frames_sent for x in vars(f).values())
+
+
+def test_worker_sends_frames_once_their_ids_are_final(tmp_path, monkeypatch, resnet_calls):
+    """A cut that the glance cannot see (here: a glance that never changes) is found when the reused
+    faces are checked, at the end of the track; the worker holds those frames until then and sends
+    them with their final ids."""
+    from acfd.scanner import track, worker
+    from acfd.scanner.decode import Sampling
+
+    still = Glance(np.ones(1), np.ones(1))
+    monkeypatch.setattr(track.FrameLooks, "glances", lambda self: [still for _ in self.faces])
+    monkeypatch.setitem(track.MODES, "face", (FACE, EmbedSchedule(min_iou=0.3)))  # the two boxes: IoU 0.37
+    frames = [canvas([(astronaut_head(), LEFT_X, TOP)])] * 3 + [canvas([(hopper_head(), LEFT_X + 10, TOP)])] * 3
+    video = write_video(tmp_path / "cut.mp4", frames, fps=5)
+
+    class Sink:
+        def __init__(self) -> None:
+            self.msgs: list = []
+
+        def send(self, m: object) -> None:
+            self.msgs.append(m)
+
+    cfg = worker.WorkerConfig(sampling=Sampling(fps=5), crop_size=CROP, crop_margin=1.3)
+    sink = Sink()
+    with FaceDetector(cfg.detector_model) as det:  # type: ignore[arg-type]
+        worker._process_video(cfg, det, 1, str(video), sink)  # type: ignore[arg-type]
+    sent = [m[2] for m in sink.msgs if m[0] == worker.MSG_FRAME]
+    assert [f.index for f in sent] == list(range(6))
+    assert [list(f.identities) for f in sent] == [[0]] * 3 + [[1]] * 3
+    assert sink.msgs[-1][0] == worker.MSG_DONE and sink.msgs[-1][2][4] == {0: 0, 1: 1}
+    # the first face; at the end the last one, then back from it (4, 3, and 2: not the same person)
+    assert resnet_calls[0] == 5
 
 
 # --- the former appearance method (bench/identities.py compares it) ----------------------------------
