@@ -87,7 +87,9 @@ class ScanGroup(AcfdGroup):
             return super().invoke(ctx)
         except click.ClickException as e:
             e.exit_code = EXIT_FAILED
-            if not isinstance(e, click.UsageError):
+            if getattr(e.__cause__, "multiline", False):  # our own text of a few lines: keep its lines
+                e.message = "\n".join(printable(line) for line in e.message.split("\n"))
+            elif not isinstance(e, click.UsageError):
                 e.message = printable(e.message)  # it may quote a file name: keep it one inert line
             raise
 

@@ -528,9 +528,15 @@ NO_MODEL = (
 )
 
 
+class NoModelError(ScanError):
+    """No model was given: a message of a few lines of our own text (no file names in it)."""
+
+    multiline = True  # the CLI prints its lines as they are (each still made inert)
+
+
 def default_model() -> str:
     """The model spec used when none is given. acfd ships no model yet, so this says how to get one."""
-    raise ScanError(NO_MODEL)
+    raise NoModelError(NO_MODEL)
 
 
 def load_backend(model: str | os.PathLike[str], device: str = "auto", progress: bool = True) -> Backend:

@@ -365,7 +365,8 @@ def test_first_run_without_a_model(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, [str(video), "--db", str(tmp_path / "d.sqlite")])
     assert r.exit_code == 4, r.output
     err = r.stderr.strip().splitlines()
-    assert 1 <= len(err) <= 3, err
+    assert len(err) == 3, err  # three real lines (not one line of escaped newlines)
+    assert "\\x0a" not in r.stderr
     text = " ".join(err)
     for way in ("acfd-train", "make demo", "#sha256="):
         assert way in text
