@@ -69,8 +69,21 @@ def test_accuracy_pbca_and_video_scores_by_hand() -> None:
 def test_evaluate_matches_a_direct_computation(tmp_path: Path) -> None:
     torch.manual_seed(0)
     cfg = resolve_config("paper", image_size=32)
-    save_run(tmp_path, build_model(cfg), cfg)
+    model = build_model(cfg).eval()
     ds = TinyPairs(8, 32, seed=4, videos=4)
+    # Scale the last batch norm so the scores straddle the 9.05 threshold (random weights give ~1e-3,
+    # every crop "real", ACC 0.5 whatever the comparison): put it halfway between two sorted scores,
+    # at the first cut whose ACC is not 0.5, so a reversed or missing comparison would show.
+    b0 = batch_inputs(next(iter(DataLoader(ds, batch_size=8))), cfg, torch.device("cpu"))
+    with torch.no_grad():
+        norms, order = model.lq_branch()(b0.x)[0].norm(dim=1).sort()
+    lab = b0.label[order].numpy()
+    cut = next(i for i in range(1, 8) if np.mean(np.r_[lab[:i] == 0, lab[i:] == 1]) != 0.5)
+    k = 9.05 / float(norms[cut - 1 : cut + 1].mean())
+    with torch.no_grad():
+        model.tail.bn4.weight.mul_(k)
+        model.tail.bn4.bias.mul_(k)
+    save_run(tmp_path, model, cfg)
     res = evaluate(tmp_path, [], dataset=ds, progress=False, batch_size=5)
     # recompute: ||C_l|| of the exported branch, PBCA vs the area-averaged mask
     from acfd.train.model import load_run
@@ -84,6 +97,7 @@ def test_evaluate_matches_a_direct_computation(tmp_path: Path) -> None:
     s = c.norm(dim=1).numpy()
     y = b.label.numpy()
     target = mask_to_map(b.mask, m.shape[-1]).numpy()
+    assert 0 < int((s > 9.05).sum()) < s.size and float(np.mean((s > 9.05) == y)) != 0.5
     assert res.frame["acc"] == pytest.approx(float(np.mean((s > 9.05) == y)))
     assert res.frame["auc"] == pytest.approx(metrics.auc(y, s))
     assert res.frame["pbca"] == pytest.approx(float(np.mean((m.numpy() > 0.5) == (target > 0.5))))
@@ -118,11 +132,23 @@ def test_cli_fit_then_evaluate_json_end_to_end(cache: Path, tmp_path: Path) -> N
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["split"] == "test" and out["preset"] == "paper" and out["threshold"] == pytest.approx(9.05)
-    for level in ("frame", "video"):
-        for k in FIVE:
-            v = out[level][k]
-            assert isinstance(v, float) and 0.0 <= v <= 1.0, (level, k, v)
+    # The metrics, recomputed here from the run's weights and the cache with plain numpy.
+    y, s, vids, pbca = _direct_scores(run, cache)
+    vnames = sorted(set(vids))
+    vy = np.array([y[[v == n for v in vids]][0] for n in vnames])
+    vs = np.array([s[[v == n for v in vids]].mean() for n in vnames])
+    for level, (ly, ls) in {"frame": (y, s), "video": (vy, vs)}.items():
+        got = out[level]
+        assert (got["n"], got["n_real"], got["n_fake"]) == (ly.size, int((ly == 0).sum()), int(ly.sum()))
+        assert got["acc"] == pytest.approx(float(np.mean((ls > 9.05) == (ly == 1)))), level
+        assert got["auc"] == pytest.approx(_pairwise_auc(ly, ls)), level
+        # fewer than 1000 reals: only FAR 0 meets 0.1% and 0.01%, i.e. fakes above every real
+        assert got["n_real"] < 1000
+        tar0 = float(np.mean(ls[ly == 1] > ls[ly == 0].max()))
+        assert (got["tar_0.1"], got["tar_0.01"]) == (pytest.approx(tar0), pytest.approx(tar0)), level
+        assert got["pbca"] == pytest.approx(pbca), level
     assert out["frame"]["n_real"] > 0 and out["frame"]["n_fake"] > 0
+    assert len(np.unique(s)) == s.size  # distinct scores: the AUC above is not a tie artefact
     assert out["video"]["n"] < out["frame"]["n"]
     assert json.loads((run / "metrics.json").read_text())["frame"] == out["frame"]
     # the table form, and resume that changes the method: one line, no traceback
@@ -130,6 +156,35 @@ def test_cli_fit_then_evaluate_json_end_to_end(cache: Path, tmp_path: Path) -> N
     assert r.exit_code == 0 and "ACC" in r.output and "frame" in r.output
     r = runner.invoke(main, ["fit", "--data", str(cache), "--out", str(run), "--resume", "--lr", "1"])
     assert r.exit_code == 1 and "cannot change lr" in r.output and "Traceback" not in r.output
+
+
+def _pairwise_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """AUC as P(fake score > real score) over all (fake, real) pairs, ties counting half."""
+    f, r = s[y == 1][:, None], s[y == 0][None, :]
+    return float(np.mean((f > r) + 0.5 * (f == r)))
+
+
+def _direct_scores(run: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, list[str], float]:
+    """(labels, ||C_l||, video names, PBCA) of the run's LQ branch on the cache's test split."""
+    from acfd.train.fit import open_datasets
+    from acfd.train.model import load_run
+
+    model, cfg = load_run(run)
+    branch = model.lq_branch().eval()
+    ds = open_datasets([cache], "test", cfg.data.image_size, balance=False)
+    ys, ss, vids, hits = [], [], [], []
+    with torch.no_grad():
+        for batch in DataLoader(ds, batch_size=16, shuffle=False):
+            b = batch_inputs(batch, cfg, torch.device("cpu"))
+            c, m = branch(b.x)
+            ys.append(b.label.numpy())
+            ss.append(np.linalg.norm(c.double().numpy(), axis=1))
+            vids.extend(batch["video"])
+            target = mask_to_map(b.mask, tuple(m.shape[-2:]), binary=True)
+            hit = ((m > 0.5) == (target > 0.5)).flatten(1)
+            hits.append(hit[b.mask_valid] if b.mask_valid is not None else hit)
+    h = torch.cat(hits)
+    return np.concatenate(ys), np.concatenate(ss), vids, float(h.float().mean())
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, cache: Path) -> None:

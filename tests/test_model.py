@@ -74,7 +74,15 @@ def test_forward_shapes_and_attention_size(paper: tuple[TwoBranchXception, Train
     h = feature_map_size(SIZE)
     assert out_l.v.shape == (2, model.lq_head.out_channels, h, h)
     assert out_l.m.shape == (2, 1, h, h) and float(out_l.m.min()) >= 0 and float(out_l.m.max()) <= 1
+    assert float(out_l.m.std()) > 1e-4  # a map that varies over positions/crops, not a constant
     assert out_l.c.shape == (2, model.tail.num_features) and out_h is not None
+    # the HQ branch has its own attention layer: same input, same (copied) head weights, other map
+    assert out_h.m is not None and not torch.allclose(out_h.m, out_l.m)
+    assert torch.equal(out_h.v, out_l.v)  # both heads start from the same backbone weights
+    # the distance score is the embedding's L2 norm, per crop
+    norms = torch.sqrt((out_l.c.double() ** 2).sum(dim=1))
+    torch.testing.assert_close(LQBranch.score(out_l.c, "distance").double(), norms, rtol=1e-6, atol=0)
+    assert float(norms[0]) != float(norms[1])
     assert artifact_meta(cfg).attention_size == h
     # 299-px input: 728 x 19 x 19 block-7 features, the paper's 19x19 attention map (Cao et al., §3)
     assert feature_map_size(299) == 19 and feature_map_size(96) == 6
@@ -114,8 +122,16 @@ def test_single_branch_and_ce_presets() -> None:
     with torch.no_grad():
         logits, att = model.lq_branch()(torch.randn(2, 3, SIZE, SIZE))
     assert logits.shape == (2, 2) and att is None
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits, _ = model.lq_branch()(x)
+        # no attention layer: the 2-class head on the tail of the LQ head, nothing in between
+        direct = model.classifier(model.tail(model.lq_head(x)))
+    assert torch.equal(logits, direct)
     p = LQBranch.score(logits, "probability")
-    assert torch.allclose(p, logits.softmax(1)[:, 1])
+    e = logits.double().exp()
+    torch.testing.assert_close(p.double(), e[:, 1] / e.sum(dim=1), rtol=1e-6, atol=1e-7)
+    assert bool(((p > 0) & (p < 1)).all()) and float(p[0]) != float(p[1])
     meta = artifact_meta(cfg)
     assert (meta.score, meta.threshold, meta.attention_size) == ("probability", 0.5, 0)
     with pytest.raises(ModelError):

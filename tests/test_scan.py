@@ -210,7 +210,8 @@ def test_cli_forms_and_failures(archive, models, tmp_path):
     r = _scan(one, "--model", models["real"], "--db", "nosuchdialect://x")
     assert r.exit_code == 4 and "cannot open database" in r.output
     r = _scan(one, "--model", models["real"], "--db", dbp, "--strategy", "nope")
-    assert r.exit_code == 4
+    assert r.exit_code == 4 and "Invalid value for '--strategy': 'nope' is not one of" in r.output, r.output
+    assert "Traceback" not in r.output
 
 
 def test_any_sqlalchemy_url(archive, models, tmp_path):
