@@ -22,7 +22,7 @@ import click
 from acfd.schemas.artifact import ArtifactMeta
 from acfd.schemas.card import VALIDATION_REAL, validation_banner
 from acfd.schemas.cli import AcfdGroup
-from acfd.schemas.errors import AcfdError, OutputClosed
+from acfd.schemas.errors import AcfdError, OutputClosed, Terminated
 
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES
 from .text import printable
@@ -36,12 +36,7 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process killed by i
 EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away (e.g. `| head`)
 
 _GROUP_OPTIONS = ("--help", "-h", "--version")
-SHOW = 20  # flagged videos and errors listed by name in the summary
 DEBUG_FLAG = "--debug"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so the scan commits what it has and marks itself interrupted."""
 
 
 def _on_sigterm(_signum: int, _frame: Any) -> None:
@@ -75,9 +70,8 @@ class ScanGroup(AcfdGroup):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         args = list(args)
         end = args.index("--") if "--" in args else len(args)
-        if DEBUG_FLAG in args[:end]:
-            ctx.meta["acfd.debug"] = True
-            args = [a for i, a in enumerate(args) if not (i < end and a == DEBUG_FLAG)]
+        # main() has read it already (it decides before any context exists); the commands never see it
+        args = [a for i, a in enumerate(args) if not (i < end and a == DEBUG_FLAG)]
         if args and args[0] not in self.commands and args[0] not in _GROUP_OPTIONS:
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
@@ -219,6 +213,7 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     (so an interrupted scan resumes); --rescan forces. Exit status: 0 nothing flagged, 1 something
     flagged, 2 errors, 3 both, 4 the scan could not run, 130 interrupted, 143 terminated.
     """
+    from .pipeline import SUMMARY_NAMES as SHOW
     from .pipeline import ScanConfig, Scanner
 
     if every_frame:
@@ -296,13 +291,14 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     if s.n_flagged > len(flagged):
         click.echo(f"  ... {s.n_flagged - len(flagged)} more flagged: SELECT path, score FROM latest_verdicts "
                    f"WHERE scan_id = {s.scan_id} AND label = 'fake'", file=out)
-    room = max(0, SHOW - len(flagged))
-    for path, score in s.unchanged_flagged_videos[:room]:
+    unchanged = s.unchanged_flagged_videos[: max(0, SHOW - len(flagged))]
+    for path, score in unchanged:
         shown = f"score {score:.3g}" if score is not None else "no score"
         click.echo(f"  FLAGGED (unchanged) {printable(path)} ({shown})", file=out)
-    if s.unchanged_flagged > min(room, len(s.unchanged_flagged_videos)):
-        click.echo(f"  ... {s.unchanged_flagged - min(room, len(s.unchanged_flagged_videos))} more flagged unchanged "
-                   "videos: SELECT path, score FROM latest_verdicts WHERE label = 'fake'", file=out)
+    if s.unchanged_flagged > len(unchanged):
+        # the stored verdicts of this model (other models' verdicts of the same paths are not these)
+        click.echo(f"  ... {s.unchanged_flagged - len(unchanged)} more flagged unchanged videos: SELECT path, score "
+                   f"FROM latest_verdicts WHERE model_id = '{scanner.backend.model_id}' AND label = 'fake'", file=out)
     for path, msg in errors:
         click.echo(f"  ERROR {printable(path)}: {printable(msg)}", file=out)
     if s.n_error > len(errors):

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 from acfd.schemas import db as store
 from acfd.schemas.db import StoreError
+from acfd.schemas.errors import Terminated
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -116,11 +117,12 @@ class QueryGuard:
         self.timeout_s = timeout_s or None
         self.deadline: float | None = None
         self.interrupted = False
+        self.terminated = False  # the interruption was SIGTERM (exit 143), not Ctrl-C
         self.timed_out = False
 
     def start(self) -> None:
         self.deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
-        self.interrupted = self.timed_out = False
+        self.interrupted = self.terminated = self.timed_out = False
 
     def stop(self) -> int:
         """The progress handler: non-zero aborts the statement (sqlite3 raises "interrupted")."""
@@ -350,6 +352,7 @@ class _interruptible:
     def __init__(self, guard: QueryGuard | None) -> None:
         self.guard = guard
         self.previous: Any = None
+        self.previous_term: Any = None
 
     def __enter__(self) -> None:
         if self.guard is None:
@@ -361,13 +364,18 @@ class _interruptible:
             def on_sigint(_sig: int, _frame: Any) -> None:
                 guard.interrupted = True
 
+            def on_sigterm(_sig: int, _frame: Any) -> None:
+                guard.interrupted = guard.terminated = True
+
             self.previous = signal.signal(signal.SIGINT, on_sigint)
+            self.previous_term = signal.signal(signal.SIGTERM, on_sigterm)
 
     def __exit__(self, *exc: Any) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+            signal.signal(signal.SIGTERM, self.previous_term)
         if self.guard is not None and self.guard.interrupted:
-            raise KeyboardInterrupt
+            raise Terminated() if self.guard.terminated else KeyboardInterrupt()
 
 
 def _run_query(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None) -> QueryResult:
@@ -385,7 +393,7 @@ def _run_query(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None) -> Qu
         msg = _first_line(e.orig)
         g = ro.guard
         if g is not None and g.interrupted:
-            raise KeyboardInterrupt from None
+            raise (Terminated() if g.terminated else KeyboardInterrupt()) from None
         if g is not None and g.timed_out:
             raise StoreError(
                 f"query interrupted after {g.timeout_s:g} s (the --timeout limit; --timeout 0 for none)"

@@ -10,3 +10,7 @@ class AcfdError(Exception):
 class OutputClosed(Exception):
     """The reader of a command's output went away (``acfd-scan --jsonl - | head``): stop quietly, like
     other Unix tools. Not an :class:`AcfdError`: nothing is wrong with the input."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so a command commits what it has and stops (exit 143)."""

@@ -41,6 +41,17 @@ def test_ctrl_c_stops_a_runaway_query(populated):
     assert "Traceback" not in err and out == ""
 
 
+def test_sigterm_stops_a_runaway_query_like_other_commands(populated):
+    p = subprocess.Popen([*ACFD_SCAN, "query", RUNAWAY, "--db", str(populated.path), "--timeout", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("Terminated:") and "Traceback" not in err and out == ""
+
+
 def test_a_default_timeout_applies_and_is_documented(populated):
     ro = open_readonly(populated.path)
     try:

@@ -108,7 +108,12 @@ def test_disk_full_is_one_line_and_corrupts_nothing(tmp_path, tiny_fs, clips, mo
     con.close()
 
 
-def test_sigterm_is_handled_like_ctrl_c(tmp_path, clips, models):
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, models):
+    # enough work that the scan is still running when the signal comes, even on a fast machine
+    clips = tmp_path / "many"
+    clips.mkdir()
+    for i in range(8):
+        H.face_video(clips / f"c{i}.mp4", n=30, fps=10)
     db = tmp_path / "t.sqlite"
     p = subprocess.Popen(_cmd(clips, "--model", models["fake"], "--db", db, "-q", "--every-frame", "--workers", 1),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -120,7 +125,6 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, clips, models):
         except sqlite3.OperationalError:
             pass  # tables not created yet
         time.sleep(0.2)
-    time.sleep(0.5)
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGTERM)
     _out, err = p.communicate(timeout=60)
