@@ -145,6 +145,18 @@ def test_synth_exclude_refuses_when_nothing_is_left(photos, tmp_path):
                                     "--source", str(held[0]), "--exclude", str(people)])  # fmt: skip
     assert res.exit_code != 0
     assert "every source belongs to a held-out person" in res.output
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+def test_synth_exclude_refuses_a_broken_people_file_even_without_sources(tmp_path):
+    bad = tmp_path / "people.json"
+    bad.write_text("not json")
+    res = CliRunner().invoke(main, ["synth", str(tmp_path / "s"), "--videos", "2", "--frames", "2", "--size", "64",
+                                    "--exclude", str(bad)])  # fmt: skip
+    assert res.exit_code == 1
+    assert "is not a people file from `acfd-train people`" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
 
 
 def test_average_linkage_does_not_chain():

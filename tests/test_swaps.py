@@ -19,6 +19,7 @@ from acfd.train.swaps import (
     Landmarker,
     SwapConfig,
     SwapError,
+    SwapSummary,
     keypoint_error,
     pair_up,
     swap_face,
@@ -193,3 +194,10 @@ def test_options_refused():
         SwapConfig(out=Path("x"), sources=(Path("."),), pairs=0)
     with pytest.raises(SwapError, match="even number >= 64"):
         SwapConfig(out=Path("x"), sources=(Path("."),), size=63)
+
+
+def test_summary_points_at_swaps_json_and_keeps_the_reasons_as_they_are():
+    skipped = [(f"s{i}", f"cannot read image /in/synth.json.{i}.png") for i in range(5)]
+    lines = SwapSummary(Path("/out"), pairs=2, skipped=skipped).lines(wanted=2)
+    assert lines[1] == ("skipped 5 sources: cannot read image /in/synth.json.0.png; cannot read image "
+                        "/in/synth.json.1.png; cannot read image /in/synth.json.2.png; and 2 more (all in swaps.json)")

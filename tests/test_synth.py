@@ -185,6 +185,41 @@ def test_skipped_line_lists_the_first_few():
                                 "no face found in 2.jpg; and 2 more (all in synth.json)")
 
 
+def test_missed_frames_take_the_nearest_face_earlier_on_a_tie():
+    from acfd.train.synth import fill_from_nearest
+
+    a, b = (Face(float(x), 0.0, x + 10.0, 10.0, 0.9, ()) for x in (1, 2))
+    assert fill_from_nearest([None, a, None, None, b, None]) == [a, a, a, b, b, b]
+    assert fill_from_nearest([a, None, b]) == [a, a, b]  # tie: the earlier frame's face
+    assert fill_from_nearest([None, None]) is None
+
+
+def test_an_interrupted_synth_is_refused_by_prepare(tmp_path, monkeypatch):
+    # Ctrl-C mid-run leaves a half-written root; without the unfinished marker it would pass for FF++.
+    import acfd.train.synth as synth_mod
+    from acfd.train.prepare import PrepareConfig, PrepareError, prepare
+
+    write_video_, calls = synth_mod.write_video, []
+
+    def interrupted(*args, **kwargs):  # the third video never comes: the root holds a real/fake pair
+        calls.append(1)
+        if len(calls) > 6:
+            raise KeyboardInterrupt
+        return write_video_(*args, **kwargs)
+
+    monkeypatch.setattr(synth_mod, "write_video", interrupted)
+    root = tmp_path / "s"
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(SynthConfig(out=root, videos=2, frames=2, size=64))
+    assert json.loads((root / "acfd-synth.json").read_text())["complete"] is False
+    with pytest.raises(PrepareError, match="unfinished `acfd-train synth` output"):
+        prepare(PrepareConfig(ffpp=root, out=tmp_path / "cache", frames=2), progress=False)
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.undo()
+    synthesize(SynthConfig(out=root, videos=2, frames=2, size=64))  # run again: the full marker replaces it
+    assert "complete" not in json.loads((root / "acfd-synth.json").read_text())
+
+
 def test_cli_synth_and_option_errors(tmp_path):
     r = CliRunner().invoke(
         main, ["synth", str(tmp_path / "o"), "--videos", "2", "--frames", "2", "--size", "96"]

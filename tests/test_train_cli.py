@@ -52,6 +52,17 @@ def test_every_option_of_every_command_has_help() -> None:
     assert "--out DIRECTORY Folder for model.onnx, model.fp16.onnx and model.plan." in build
 
 
+def test_engine_and_build_share_the_tensorrt_options() -> None:
+    # One decorator: same names, defaults and help in both commands, in the same order.
+    def trt(command: str) -> list[tuple[str, object, str | None]]:
+        return [(p.name, p.default, getattr(p, "help", None)) for p in main.commands[command].params
+                if p.name in {"min_batch", "opt_batch", "max_batch", "workspace_gb", "timing_cache"}]
+
+    assert trt("engine") == trt("build")
+    assert [(n, d) for n, d, _ in trt("engine")] == [
+        ("min_batch", 1), ("opt_batch", 32), ("max_batch", 128), ("workspace_gb", None), ("timing_cache", None)]
+
+
 def test_fit_help_lists_every_preset_and_shows_the_defaults() -> None:
     raw = _invoke(["fit", "-h"]).output
     flat = " ".join(raw.split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -23,6 +24,21 @@ def _presets_epilog() -> str:
             for name, c in PRESETS.items()]  # fmt: skip
     return ("Presets (--preset): the rows of Table 3 of Cao et al., \"Metric Learning for Anti-Compression "
             "Facial Forgery Detection\", and the authors' public code.\n\n\b\n" + "\n".join(rows))
+
+
+def _tensorrt_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The TensorRT build options shared by `engine` and `build` (same names, defaults and help)."""
+    options = [
+        click.option("--min-batch", default=1, show_default=True, help="Smallest batch the engine accepts."),
+        click.option("--opt-batch", default=32, show_default=True, help="Batch size TensorRT tunes the kernels for."),
+        click.option("--max-batch", default=128, show_default=True, help="Largest batch the engine accepts."),
+        click.option("--workspace-gb", type=float, default=None, help="TensorRT workspace limit (default: TensorRT's)."),
+        click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Timing cache file, read if present and updated (faster rebuilds on the same GPU)."),
+    ]
+    for option in reversed(options):  # applied bottom-up, so --help lists them in this order
+        f = option(f)
+    return f
 
 
 @click.group(cls=AcfdGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -270,12 +286,7 @@ def export(run_dir: Path, out: Path, fp16: bool, embedding: bool, exporter: str)
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="ONNX file from `acfd-train export` (FP16 graph: FP16 engine).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Plan file to write.")
-@click.option("--min-batch", default=1, show_default=True, help="Smallest batch the engine accepts.")
-@click.option("--opt-batch", default=32, show_default=True, help="Batch size TensorRT tunes the kernels for.")
-@click.option("--max-batch", default=128, show_default=True, help="Largest batch the engine accepts.")
-@click.option("--workspace-gb", type=float, default=None, help="TensorRT workspace limit (default: TensorRT's).")
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Timing cache file, read if present and updated (faster rebuilds on the same GPU).")
+@_tensorrt_options
 def engine(
     onnx_path: Path, out: Path, min_batch: int, opt_batch: int, max_batch: int,
     workspace_gb: float | None, timing_cache: Path | None,
@@ -293,12 +304,7 @@ def engine(
               help="Training run directory (or its model.safetensors).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for model.onnx, model.fp16.onnx and model.plan.")
-@click.option("--min-batch", default=1, show_default=True, help="Smallest batch the engine accepts.")
-@click.option("--opt-batch", default=32, show_default=True, help="Batch size TensorRT tunes the kernels for.")
-@click.option("--max-batch", default=128, show_default=True, help="Largest batch the engine accepts.")
-@click.option("--workspace-gb", type=float, default=None, help="TensorRT workspace limit (default: TensorRT's).")
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Timing cache file, read if present and updated (faster rebuilds on the same GPU).")
+@_tensorrt_options
 def build(
     run_dir: Path, out_dir: Path, min_batch: int, opt_batch: int, max_batch: int,
     workspace_gb: float | None, timing_cache: Path | None,

@@ -365,6 +365,9 @@ def dataset_info(root: Path) -> dict[str, object]:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
         raise PrepareError(f"{marker} is not a valid dataset marker ({e})") from e
+    if d.get("complete") is False:  # written first by synth/swaps, replaced by the full marker at the end
+        raise PrepareError(f"{root} is an unfinished `acfd-train {d.get('kind', 'synth')}` output (interrupted?): "
+                           "run that command again")
     forgeries = d.get("forgeries", FAKES_SYNTHETIC)
     if forgeries not in (FAKES_REAL, FAKES_SYNTHETIC):
         raise PrepareError(f"{marker}: forgeries must be real or synthetic, not {forgeries!r}")
@@ -391,10 +394,11 @@ def _check_cache(cfg: PrepareConfig) -> None:
         if diff:
             what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
             raise PrepareError(f"cache {out} was prepared with other options ({what}); use another --out")
+    # "dataset" is not a cache parameter: an older cache (without it) resumes and gains it. Read before the
+    # folder is made: a refused root leaves no empty cache behind.
+    info = params | {"ffpp": str(cfg.ffpp), "dataset": dataset_info(cfg.ffpp)}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        # "dataset" is not a cache parameter: an older cache (without it) resumes and gains it
-        info = params | {"ffpp": str(cfg.ffpp), "dataset": dataset_info(cfg.ffpp)}
         meta.write_text(json.dumps(info, indent=1), encoding="utf-8")
     except OSError as e:
         raise PrepareError(f"cannot write the crop cache {out}: {e}") from e

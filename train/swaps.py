@@ -61,6 +61,8 @@ from .synth import (
     _main_face,
     _read_image,
     _skipped_text,
+    fill_from_nearest,
+    mark_unfinished,
 )
 
 SWAP_METHOD = "FaceSwapLandmarks"
@@ -176,10 +178,10 @@ def track_face(det: FaceDetector, frames: Sequence[np.ndarray], what: str) -> li
         if face is not None:
             ref = _centre(face)
         found.append(face)
-    known = [i for i, f in enumerate(found) if f is not None]
-    if not known:
+    faces = fill_from_nearest(found)
+    if faces is None:
         raise SwapError(f"no face found in any frame of {what}")
-    return [found[i] or found[min(known, key=lambda k: (abs(k - i), k))] for i in range(len(found))]  # type: ignore[misc]
+    return faces
 
 
 def track_landmarks(
@@ -326,9 +328,9 @@ class SwapSummary:
         ]
         if self.pairs < wanted:
             out.append(f"only {self.pairs} of {wanted} pairs: not enough usable sources of different persons")
-        line = _skipped_text(self.skipped)
+        line = _skipped_text(self.skipped, meta="swaps.json")
         if line:
-            out.append(line.replace("synth.json", "swaps.json"))
+            out.append(line)
         if self.left_out:
             out.append(f"left out {self.left_out} sources of persons not held out")
         return out
@@ -444,6 +446,7 @@ def make_swaps(cfg: SwapConfig) -> SwapSummary:
     lm = Landmarker()
     try:
         out.mkdir(parents=True, exist_ok=True)
+        mark_unfinished(out, "swaps")
     except OSError as e:
         raise SwapError(f"cannot create {out}: {e}") from e
     real_dir = out / "original_sequences" / "youtube"

@@ -30,12 +30,12 @@ from acfd.scanner.faces import Face, FaceDetector, crop, crop_box, largest_face
 from acfd.schemas.errors import AcfdError
 
 from .ffpp import SPLITS, SYNTH_METHOD, iter_frames, ranked_splits, write_video
+from .people import is_image
 
 LEVELS: tuple[str, ...] = ("c0", "c23", "c40")
 # Marker in the dataset root: what kind of data this is (an FF++ root has none).
 SYNTH_MARKER = "acfd-synth.json"
 DEFAULT_SOURCE = "skimage.data.astronaut"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class SynthError(AcfdError):
@@ -117,12 +117,20 @@ def excluded_sources(sources: Sequence[Path], people_file: Path) -> tuple[list[P
     return kept, excluded, unknown
 
 
-def _skipped_text(skipped: Sequence[tuple[str, str]], first: int = 3) -> str | None:
+def mark_unfinished(out: Path, kind: str) -> None:
+    """The marker as it stands until the dataset is complete: `prepare` refuses a root an interrupted run left
+    (without it, a half-written root has no marker and would pass for FF++). The last step rewrites it."""
+    marker = {"kind": kind, "forgeries": "synthetic", "complete": False}
+    (out / SYNTH_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+
+
+def _skipped_text(skipped: Sequence[tuple[str, str]], first: int = 3, meta: str = "synth.json") -> str | None:
+    """``skipped N sources: why; ...`` with the first few reasons; ``meta`` names the file that lists them all."""
     if not skipped:
         return None
     n = len(skipped)
     reasons = "; ".join(why for _, why in skipped[:first])
-    more = f"; and {n - first} more (all in synth.json)" if n > first else ""
+    more = f"; and {n - first} more (all in {meta})" if n > first else ""
     return f"skipped {n} source{'s' if n > 1 else ''}: {reasons}{more}"
 
 
@@ -315,13 +323,21 @@ def self_blend(frame: np.ndarray, face: Face, p: BlendParams) -> tuple[np.ndarra
     return np.clip(fake + 0.5, 0, 255).astype(np.uint8), region
 
 
+def fill_from_nearest(found: Sequence[Face | None]) -> list[Face] | None:
+    """Each missed frame (None) takes the face of the nearest frame with one (the earlier on a tie);
+    None when no frame has a face."""
+    known = [i for i, f in enumerate(found) if f is not None]
+    if not known:
+        return None
+    return [found[i] or found[min(known, key=lambda k: abs(k - i))] for i in range(len(found))]  # type: ignore[misc]
+
+
 def _track(det: FaceDetector, frames: Sequence[np.ndarray], what: str) -> list[Face]:
     """The main face of every frame; a frame where the detector misses takes its nearest neighbour's."""
-    faces = [largest_face(det.detect(f)) for f in frames]
-    known = [i for i, f in enumerate(faces) if f is not None]
-    if not known:
+    faces = fill_from_nearest([largest_face(det.detect(f)) for f in frames])
+    if faces is None:
         raise SynthError(f"no face found in any frame of {what}")
-    return [faces[i] or faces[min(known, key=lambda k: abs(k - i))] for i in range(len(faces))]  # type: ignore[misc]
+    return faces
 
 
 def _source_frames(
@@ -329,7 +345,7 @@ def _source_frames(
     vid: str, source_name: str, cfg: SynthConfig,
 ) -> tuple[list[np.ndarray], list[Face]]:  # fmt: skip
     """Real frames of video ``vid`` from source ``k`` and the main face of each; SynthError if unusable."""
-    if src is not None and src.suffix.lower() not in IMAGE_SUFFIXES:
+    if src is not None and not is_image(src):
         frames = _frame_video(src, det, cfg.frames, cfg.size)
     else:
         if k not in photos:
@@ -356,10 +372,6 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
     """Write the dataset to ``cfg.out``; returns counts. Same config and seed -> same frames."""
     t0 = time.perf_counter()
     out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SynthError(f"cannot create {out}: {e}") from e
     real_dir = out / "original_sequences" / "youtube"
     fake_dir = out / "manipulated_sequences" / SYNTH_METHOD
     summary = SynthSummary(out=out)
@@ -368,10 +380,16 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
                    "exclude": str(cfg.exclude) if cfg.exclude is not None else None}
     }  # fmt: skip
     chosen: list[Path] = [Path(x) for x in cfg.sources]
-    if cfg.exclude is not None and chosen:
-        chosen, summary.excluded, summary.unknown = excluded_sources(chosen, cfg.exclude)
-        if not chosen:
+    if cfg.exclude is not None:  # read even without sources: a broken people file is an error, not "0 left out"
+        kept, summary.excluded, summary.unknown = excluded_sources(chosen, cfg.exclude)
+        if chosen and not kept:
             raise SynthError(f"every source belongs to a held-out person of {cfg.exclude}: none is left to train on")
+        chosen = kept
+    try:  # after the checks above: a refused run leaves no folder behind
+        out.mkdir(parents=True, exist_ok=True)
+        mark_unfinished(out, "synth")
+    except OSError as e:
+        raise SynthError(f"cannot create {out}: {e}") from e
     videos_meta: dict[str, object] = {}
     root_rng = np.random.default_rng(cfg.seed)
     splits = _pairs_and_splits(cfg.videos, root_rng)
