@@ -28,10 +28,13 @@ from pathlib import Path
 from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta
 from acfd.schemas.card import CardError, ModelCard
 
+from . import registry
+
 KIND_ONNX = "onnx"
 KIND_PLAN = "plan"
 KIND_RUN = "run"
-PLAN_SUFFIXES = (".plan", ".engine")
+# The registry kinds whose artifacts have a place for a card, and the names used here for them.
+_WRITABLE = {registry.ONNX: KIND_ONNX, registry.TENSORRT: KIND_PLAN, registry.TORCH_RUN: KIND_RUN}
 RUN_CARD_FILE = "card.json"  # a training run's model card (the torch backend reads it)
 _VALIDATED = re.compile(r"\.validated-\d{8}T\d{6}$")
 # The threshold as export._finish quotes it in an ONNX doc_string.
@@ -39,25 +42,29 @@ _DOC_THRESHOLD = re.compile(r"(fake if score > )(\S+)")
 
 
 def artifact_kind(path: str | os.PathLike[str]) -> str:
-    """``onnx``, ``plan`` or ``run`` for an artifact whose metadata can be rewritten, else ArtifactError."""
+    """``onnx``, ``plan`` or ``run`` for an artifact whose metadata can be rewritten, else ArtifactError.
+
+    The registry decides what the path is (as :func:`acfd.engine.runtime.load` would); this only says
+    which of those kinds has a place for a new card.
+    """
     p = Path(path)
-    if p.is_dir():
-        if not (p / "config.json").is_file() or not (p / "model.safetensors").is_file():
-            raise ArtifactError(f"{p} is not a training run (needs config.json and model.safetensors)")
-        return KIND_RUN
+    found = registry.match(p)  # "does not exist" / "unknown model kind" come from here
+    kind = _WRITABLE.get(found.name)
+    if kind is None:
+        raise ArtifactError(f"{p} is {found.describes}: acfd cannot write a new model card into it")
+    if kind == KIND_RUN:
+        if p.is_dir():
+            if not (p / "config.json").is_file() or not (p / "model.safetensors").is_file():
+                raise ArtifactError(f"{p} is not a training run (needs config.json and model.safetensors)")
+            return KIND_RUN
+        if p.is_file():
+            raise ArtifactError(
+                f"{p}: a bare .safetensors file has no place for a new model card; give its run directory "
+                "(with config.json) or an exported .onnx/.plan"
+            )
     if not p.is_file():
         raise ArtifactError(f"model {p} does not exist")
-    suffix = p.suffix.lower()
-    if suffix == ".onnx":
-        return KIND_ONNX
-    if suffix in PLAN_SUFFIXES:
-        return KIND_PLAN
-    if suffix == ".safetensors":
-        raise ArtifactError(
-            f"{p}: a bare .safetensors file has no place for a new model card; give its run directory "
-            "(with config.json) or an exported .onnx/.plan"
-        )
-    raise ArtifactError(f"{p}: unknown model kind {suffix or '(no suffix)'!r}; expected .onnx, .plan or a run directory")
+    return kind
 
 
 def default_output(path: str | os.PathLike[str], when: dt.datetime | None = None) -> Path:

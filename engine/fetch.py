@@ -17,7 +17,9 @@ any ``user:password@`` it held.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import logging
 import os
 import re
 import socket
@@ -27,6 +29,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -373,7 +376,8 @@ def _resolve_hf(spec: str, cache: Path, progress: bool, timeout: float, endpoint
             # about 25 s and log each attempt; this answers at once, in one line.
             url = huggingface_hub.hf_hub_url(hf.repo_id, hf.filename, revision=hf.revision, endpoint=endpoint)
             huggingface_hub.get_hf_file_metadata(url, timeout=timeout)
-            path = Path(huggingface_hub.hf_hub_download(hf.repo_id, hf.filename, **kw))
+            with _hf_download_bounded(timeout):
+                path = Path(huggingface_hub.hf_hub_download(hf.repo_id, hf.filename, **kw))
         except RevisionNotFoundError:
             raise fail(f"revision {hf.revision!r} not found") from None
         except RepositoryNotFoundError:
@@ -391,6 +395,27 @@ def _resolve_hf(spec: str, cache: Path, progress: bool, timeout: float, endpoint
         if got != hf.sha256:
             raise ArtifactError(f"model {shown}: its SHA-256 is {got}, not the {hf.sha256} the URL pins; refused")
     return path
+
+
+@contextlib.contextmanager
+def _hf_download_bounded(timeout: float) -> Iterator[None]:
+    """``timeout`` for each read of huggingface_hub's GET, and its retry warnings silenced.
+
+    The GET reads with ``constants.HF_HUB_DOWNLOAD_TIMEOUT`` (10 s, not a parameter) and retries five
+    times, logging each try: a Hub that answers the HEAD and then stalls took about a minute and printed
+    four extra lines. The failure still ends as our one line.
+    """
+    from huggingface_hub import constants
+
+    log = logging.getLogger("huggingface_hub.file_download")
+    old_timeout, old_level = constants.HF_HUB_DOWNLOAD_TIMEOUT, log.level
+    constants.HF_HUB_DOWNLOAD_TIMEOUT = timeout
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = old_timeout
+        log.setLevel(old_level)
 
 
 def _first_line(e: BaseException) -> str:

@@ -372,3 +372,46 @@ def test_first_run_without_a_model(tmp_path, monkeypatch):
         assert way in text
     assert "Missing option" not in r.output and "Usage:" not in r.output
     assert not os.path.exists(tmp_path / "d.sqlite")
+
+
+def test_hf_hub_that_stalls_after_the_head_ends_in_one_line_within_the_timeout(cache, caplog, capfd):
+    """The Hub answers the HEAD, then never sends the file: --timeout bounds each read, no retry chatter."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = listener.accept()
+            except OSError:
+                continue
+            held.append(c)  # kept open: a GET is never answered
+            if c.recv(65536).startswith(b"HEAD"):
+                c.sendall(
+                    b'HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: "e"\r\n'
+                    + f"X-Repo-Commit: {HF_COMMIT}\r\nConnection: close\r\n\r\n".encode()
+                )
+                c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        start = time.monotonic()
+        with pytest.raises(ArtifactError) as e:
+            resolve_model(f"hf://org/repo@{HF_COMMIT}/m.onnx", progress=False, timeout=0.3,
+                          hf_endpoint=f"http://127.0.0.1:{port}")
+        elapsed = time.monotonic() - start
+    finally:
+        stop.set()
+        t.join()
+        listener.close()
+        for c in held:
+            c.close()
+    assert "\n" not in str(e.value) and "the Hub cannot be reached (timed out)" in str(e.value)
+    assert elapsed < 15  # huggingface_hub's own 10 s read timeout, retried, took about a minute
+    assert "Trying to resume" not in caplog.text + capfd.readouterr().err

@@ -291,3 +291,30 @@ def test_torch_backend_from_run_and_safetensors(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ArtifactError, match="no CUDA GPU"):
             load(run, device="cuda")
+
+
+def test_artifact_kind_follows_the_registry(tmp_path: Path, kinds: None) -> None:
+    """Which artifact `validate` may rewrite is decided by the registry's matchers, not a second if-chain."""
+    from acfd.engine.artifact import artifact_kind
+
+    onnx_file, plan_file = tmp_path / "m.onnx", tmp_path / "m.ENGINE"
+    onnx_file.write_bytes(b"x")
+    plan_file.write_bytes(b"x")
+    assert (artifact_kind(onnx_file), artifact_kind(plan_file)) == ("onnx", "plan")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="is not a training run"):
+        artifact_kind(run)
+    (run / "model.safetensors").write_bytes(b"")
+    assert artifact_kind(run) == "run"
+    with pytest.raises(ArtifactError, match="bare .safetensors"):
+        artifact_kind(run / "model.safetensors")
+    with pytest.raises(ArtifactError, match=r"model .*gone\.onnx does not exist"):
+        artifact_kind(tmp_path / "gone.onnx")
+    registry.register("mean", lambda p: p.suffix == ".mean", MeanBackend, describes="a .mean file")
+    mean = tmp_path / "m.mean"
+    mean.write_text("32")
+    with pytest.raises(ArtifactError) as e:
+        artifact_kind(mean)
+    assert str(e.value) == f"{mean} is a .mean file: acfd cannot write a new model card into it"
