@@ -42,7 +42,7 @@ from .results import FaceRecord, ScanSummary, StoredCrop, Timings, VideoResult
 from .store import Store
 
 THUMB_SIZE = 128
-SUMMARY_NAMES = 20  # flagged videos named in the summary (the store has them all)
+SUMMARY_NAMES = 20  # flagged videos and errors named in the summary (the store has them all)
 JPEG_QUALITY = 85
 
 

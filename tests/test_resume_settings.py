@@ -71,3 +71,21 @@ def test_rerun_with_other_settings_analyses_again(tmp_path, folder, models):
     assert _last_scan(db)[:3] == (0, 1, 1)
     rows = H.rows(db, "SELECT path, settings_key FROM videos WHERE id IN (SELECT MAX(id) FROM videos GROUP BY path)")
     assert {p.rsplit("/", 1)[-1]: k[:3] for p, k in rows} == {"broken.mp4": "e1:", "face.mp4": "v1:"}
+
+
+def test_more_unchanged_flagged_points_at_this_models_verdicts(tmp_path, folder, models):
+    """Past the names shown, the summary's query selects this model's verdicts, not every model's."""
+    db = tmp_path / "m.sqlite"
+    m = models["fake"]
+    _scan(folder, "--model", m, "--db", db, "--frames", 2)
+    # no names at all in the summary (SUMMARY_NAMES = 0), so the one unchanged flagged video is "more"
+    code = ("import sys; import acfd.scanner.pipeline as p; p.SUMMARY_NAMES = 0; from acfd.scanner.cli import main; "
+            "main(sys.argv[1:])")
+    r = subprocess.run([sys.executable, "-c", code, str(folder), "--model", str(m), "--db", str(db), "--frames", "2",
+                        "-q", "--workers", "1"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 3, r.stderr
+    (model_id,) = H.rows(db, "SELECT DISTINCT model_id FROM videos")[0]
+    hint = [ln for ln in r.stderr.splitlines() if "more flagged unchanged videos" in ln]
+    assert hint == [f"  ... 1 more flagged unchanged videos: SELECT path, score FROM latest_verdicts "
+                    f"WHERE model_id = '{model_id}' AND label = 'fake'"]
+    assert H.rows(db, hint[0].split(": ", 1)[1])[0][0].endswith("face.mp4")  # the query runs and finds it
