@@ -117,7 +117,7 @@ class FaceEmbedder:
         dlib's chip extraction), or None for a face under :data:`MIN_CONTRAST`. :meth:`embed_chip` turns a
         chip into the descriptor :meth:`embed` gives (the same numbers), later if need be."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise IdentityModelError(f"expected an HxWx3 uint8 RGB frame, got {image.shape} {image.dtype}")
+            raise ValueError(f"expected an HxWx3 uint8 RGB frame, got {image.shape} {image.dtype}")
         out: list[np.ndarray | None] = []
         h, w = image.shape[:2]
         for f in faces:

@@ -190,6 +190,8 @@ def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:
 
 
 def _serve(cfg: WorkerConfig, detector: Any, tasks: Connection, conn: Connection) -> None:
+    from .identity import IdentityModelError
+
     while True:
         try:
             task = tasks.recv()
@@ -206,6 +208,9 @@ def _serve(cfg: WorkerConfig, detector: Any, tasks: Connection, conn: Connection
         )
         try:
             _process_video(cfg, detector, vid, path, conn)
+        except IdentityModelError as e:  # the model, not the file: no error row per video, stop the scan
+            conn.send((MSG_ERROR, -1, f"face recognition: {_one_line(e)}"))
+            return
         except DecodeError as e:
             conn.send((MSG_ERROR, vid, f"{e}{limit_note}"))
         except MemoryError:

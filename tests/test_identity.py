@@ -80,7 +80,7 @@ def test_a_face_too_dark_to_identify_gets_no_descriptor(detector):
     assert embedder().embed(bright, []) == []
     off = Face(-50, -50, -10, -10, 0.9, ())  # a box off the frame: nothing to see
     assert face_contrast(bright, off) == 0.0 and embedder().embed(bright, [off]) == [None]
-    with pytest.raises(IdentityModelError):
+    with pytest.raises(ValueError, match="HxWx3 uint8"):  # a caller's bug, not a broken model
         embedder().embed(bright[..., 0], fb)
 
 
@@ -99,6 +99,30 @@ def test_missing_model_package_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(identity.importlib.util, "find_spec", lambda name: None if name == "dlib" else real(name))
     with pytest.raises(IdentityModelError, match="pip install dlib-bin"):
         check_installed()
+
+
+def test_a_model_that_fails_to_load_stops_the_scan_instead_of_failing_every_video(monkeypatch):
+    # check_installed() passes (files present) but loading fails (a truncated .dat): the worker must report
+    # it as a worker fault (vid -1: the pool raises WorkerError), not as an error row for each video,
+    # which later runs would skip as bad files.
+    import multiprocessing as mp
+
+    from acfd.scanner import worker
+
+    def broken(*a, **k):
+        raise IdentityModelError("could not load the face recognition model: truncated")
+
+    monkeypatch.setattr(worker, "_process_video", broken)
+    tasks_r, tasks_w = mp.Pipe(duplex=False)
+    out_r, out_w = mp.Pipe(duplex=False)
+    tasks_w.send((7, "a.mp4"))
+    tasks_w.send((8, "b.mp4"))
+    tasks_w.close()  # the worker returns at the end of the tasks either way
+    worker._serve(worker.WorkerConfig(worker.Sampling(), 64, 1.3), None, tasks_r, out_w)
+    kind, vid, msg = out_r.recv()
+    assert (kind, vid) == (worker.MSG_ERROR, -1)
+    assert msg == "face recognition: could not load the face recognition model: truncated"
+    assert not out_r.poll(0.1)  # it stopped: video 8 was not tried
 
 
 def test_chips_give_the_same_descriptors_and_a_glance_that_sees_a_cut(detector):
