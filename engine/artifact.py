@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta
+from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta, threshold_problem
 from acfd.schemas.card import CardError, ModelCard
 
 from . import registry
@@ -231,12 +231,10 @@ class Updated:
 
 
 def check_threshold(meta: ArtifactMeta, threshold: float) -> None:
-    """ArtifactError unless ``threshold`` lies strictly between the artifact's r- and r+."""
-    if not meta.r_minus < threshold < meta.r_plus:
-        raise ArtifactError(
-            f"threshold {threshold:.6g} must lie strictly between r- = {meta.r_minus:g} and r+ = {meta.r_plus:g}; "
-            "nothing was written"
-        )
+    """ArtifactError unless ``threshold`` can decide the artifact's scores (``threshold_problem``)."""
+    problem = threshold_problem(meta.score, threshold)
+    if problem:
+        raise ArtifactError(f"{problem}; nothing was written")
 
 
 def check_update(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None, set_threshold: bool = False) -> Path:
@@ -269,8 +267,8 @@ def update_card(
     """Write ``card`` (and, if given, ``threshold``) into a new artifact made from ``src``.
 
     ``.onnx``/``.plan``: a new file ``dst`` (default :func:`default_output`). A run directory: its
-    ``card.json``, replaced atomically (``threshold`` is refused there). ``threshold`` must lie
-    strictly between the artifact's r- and r+ (``ArtifactMeta`` checks it).
+    ``card.json``, replaced atomically (``threshold`` is refused there). ``threshold`` must be able to
+    decide the artifact's scores (``threshold_problem``: positive and finite for a distance).
     """
     src = Path(src)
     out = check_update(src, dst, threshold is not None)

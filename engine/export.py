@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta, project_version
+from acfd.schemas.card import ModelCard
 from torch import Tensor, nn
 
 from .backends import OrtBackend, load_branch, read_onnx_meta
@@ -229,9 +230,13 @@ class ExportResult:
 
 
 def export_run(
-    run_dir: Path, out: Path, fp16: bool = False, with_embedding: bool = False, exporter: str = "auto"
+    run_dir: Path, out: Path, fp16: bool = False, with_embedding: bool = False, exporter: str = "auto",
+    note: str | None = None,
 ) -> ExportResult:
     """Export the LQ branch of a training run (RUN/ or its model.safetensors) and check the file.
+
+    ``note``: free text for the artifact's model card (``ModelCard.notes``: what the model is for, its
+    terms); the run's own card is left as it is.
 
     The network comes from the run loader the training stack registers for the ``torch-run`` kind
     (:func:`acfd.engine.backends.run_loader`). The written graph is run on ONNX Runtime against the
@@ -239,6 +244,8 @@ def export_run(
     outputs (overflow), is an error and is not left behind.
     """
     branch, meta = load_branch(Path(run_dir))
+    if note is not None:
+        meta = replace(meta, card=replace(meta.card or ModelCard(), notes=note))
     path = export_onnx(branch, meta, out, fp16=fp16, with_embedding=with_embedding, exporter=exporter)
     s = meta.input_size
     crops = np.random.default_rng(0).integers(0, 256, (4, s, s, 3), dtype=np.uint8)

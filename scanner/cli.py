@@ -14,13 +14,22 @@ handled like Ctrl-C).
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Any
 
 import click
 from acfd.schemas.artifact import ArtifactMeta
-from acfd.schemas.card import VALIDATION_REAL, validation_banner
+from acfd.schemas.card import (
+    CHANCE_AUC,
+    EVAL_SWAPS,
+    FAKES_REAL,
+    VALIDATION_NONE,
+    VALIDATION_REAL,
+    ModelCard,
+    validation_banner,
+)
 from acfd.schemas.cli import AcfdGroup
 from acfd.schemas.errors import AcfdError, OutputClosed, Terminated
 
@@ -138,7 +147,24 @@ def _silence_stdout() -> None:
         pass
 
 
-@click.group(cls=ScanGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# Which model a scan uses and how to get a better one: the epilog of `acfd-scan --help` and of
+# `acfd-scan scan --help` (README "Starter model" and "Getting a model" say the same at more length).
+MODEL_HELP = (
+    "\b\n"
+    "Model: without --model (or $ACFD_MODEL) a scan uses the starter model packaged with acfd: trained on\n"
+    "self-blends of real people's photos and clips from public repositories, validated on synthetic face\n"
+    "swaps only, never on real deepfakes; a starter, not an oracle. Its terms are its own (research and\n"
+    "evaluation use, those of its training data): STARTER-NOTICE.md beside it in acfd/scanner/models/.\n"
+    "Other models:\n"
+    "  train on FaceForensics++ with acfd-train (README \"Training\"), for the paper's model;\n"
+    "  retrain the starter on footage you have rights to: `make starter-model` in a checkout (docs/starter.md);\n"
+    "  a model someone published: --model 'https://host/model.onnx#sha256=<hex>'\n"
+    "    or --model 'hf://org/repo@<commit>/model.onnx' (downloaded once, checked, cached);\n"
+    "  `make demo` trains a toy model that only shows the machinery."
+)
+
+
+@click.group(cls=ScanGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=MODEL_HELP)
 @click.version_option(package_name="acfd")
 def main() -> None:
     """Scan videos for face forgeries and store per-video and per-person verdicts in a database.
@@ -162,6 +188,53 @@ def card_line(spec: str, model_id: str, meta: ArtifactMeta) -> str:
     return printable(f"model: {spec} ({model_id[:12]}): {what}")
 
 
+# FF++ compression levels, as a folder of labelled videos names them (train/ffpp.py writes them so).
+_LEVELS = {"c0": "lossless", "c23": "H.264 CRF 23", "c40": "H.264 CRF 40"}
+
+
+def _level(data: str) -> str | None:
+    """The one compression level the evaluated folders name (``.../c40``), if they name exactly one."""
+    found = set(re.findall(r"(?:^|[/\\ ])(c0|c23|c40)(?=$|[/\\;])", data))
+    return found.pop() if len(found) == 1 else None
+
+
+def starter_line(card: ModelCard | None) -> str:
+    """What the packaged starter model is, in plain words from its card, for a scan that uses it because
+    no model was given. Every part holds when a field is unknown: it is then left out, not guessed."""
+    t = card.training if card is not None else None
+    if t is not None and t.kind == "synth":
+        persons = getattr(t, "persons", 0)  # 0: unknown
+        who = f"{persons} real {'person' if persons == 1 else 'people'}" if persons else "real people"
+        trained = f"trained on self-blends of {who}"
+    else:
+        trained = f"trained on {card.trained_on()}" if card is not None else "no model card: training data unknown"
+    ev = card.best_evaluation() if card is not None else None
+    if ev is None:
+        checked = "never evaluated: its verdicts are not evidence"
+    else:
+        if getattr(ev, "kind", "") == EVAL_SWAPS:
+            what = "synthetic face swaps"
+        else:
+            what = "real forgeries" if ev.fakes == FAKES_REAL else "synthetic forgeries"
+        auc = ev.metrics.get("auc")
+        measured = f"AUC {auc:.3f}" if isinstance(auc, (int, float)) else "AUC n/a"
+        if isinstance(auc, (int, float)) and auc <= CHANCE_AUC:
+            measured += " (close to chance)"
+        measured += f" on {ev.n_real} real + {ev.n_fake} fake videos"
+        level = _level(ev.data)
+        if level is not None:
+            measured += f" at {level} ({_LEVELS[level]})"
+        state = card.validation if card is not None else VALIDATION_NONE
+        if state == VALIDATION_NONE:
+            checked = f"not validated ({ev.reason or 'too few videos'}): {measured} of {what}"
+        elif state == VALIDATION_REAL:
+            checked = f"validated on {what}, {measured}"
+        else:
+            checked = f"validated on {what} only, {measured}"
+    # one inert line: a card comes from an artifact file, so it may hold any character
+    return printable(f"starter model: {trained}; {checked}; a starter, not an oracle (acfd-scan --help: other models)")
+
+
 def warning_line(state: str) -> str | None:
     """The warning printed before a scan by a model not validated on real forgeries (None when it is)."""
     return None if state == VALIDATION_REAL else f"WARNING: {validation_banner(state)}"
@@ -172,7 +245,7 @@ def validation_line(state: str) -> str:
     return f"validation: {state}: {warning_line(state) or validation_banner(state)}"
 
 
-@main.command("scan")
+@main.command("scan", epilog=MODEL_HELP)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-r", "--recursive", is_flag=True, help="Walk folders recursively.")
 @click.option("-m", "--model", "model", default=None, envvar="ACFD_MODEL", metavar="PATH|URL",
@@ -232,6 +305,10 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     # What the verdicts will be worth, before any verdict: the card, and a warning unless validated on real fakes.
     model_line = card_line(scanner.cfg.model or "", scanner.backend.model_id, scanner.meta)  # spec minus passwords
     state = scanner.meta.validation
+    # The packaged starter (used because no model was given) says what it is before its card.
+    starter = starter_line(scanner.meta.card) if scanner.starter else None
+    if starter:
+        click.echo(starter, err=True)
     click.echo(model_line, err=True)
     warning = warning_line(state)
     if warning:
@@ -304,6 +381,8 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     if s.n_error > len(errors):
         click.echo(f"  ... {s.n_error - len(errors)} more errors: SELECT path, error FROM videos WHERE scan_id = {s.scan_id} "
                    "AND status = 'error'", file=out)
+    if starter:
+        click.echo(f"  {starter}", file=out)
     click.echo(f"  {model_line}", file=out)
     click.echo(f"  {validation_line(state)}", file=out)
     click.echo(f"  database: {printable(cfg.db)}", file=out)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -235,10 +236,16 @@ class Scanner:
                  progress: bool = True) -> None:
         """``progress``: show a download bar on stderr when ``cfg.model`` is a URL not yet cached."""
         self.worker_target = worker_target
+        # Whether the model is the packaged starter because none was given (never a model named by
+        # --model or $ACFD_MODEL, even a copy of it): the scan then says what the starter is.
+        self.starter = False
         if backend is None:
             from acfd.engine.fetch import public_spec
 
-            spec = cfg.model or default_model()
+            spec = cfg.model
+            if not spec:
+                spec = default_model()
+                self.starter = True
             backend = load_backend(spec, cfg.device, progress=progress)
             # What is stored (models.path, the scan's arguments) is the spec as given, minus any password.
             cfg = dataclasses.replace(cfg, model=public_spec(spec))
@@ -518,25 +525,49 @@ def _cuda(device: str) -> bool:
     return device == "cuda" or os.path.exists("/dev/nvidiactl")
 
 
-# The first run, when no model is given: the one place to change once acfd ships a default model.
-NO_MODEL = (
-    "no model: give --model (or $ACFD_MODEL) an .onnx/.plan file, a run directory or a URL. Three ways to get one:\n"
-    "  train on FaceForensics++ with acfd-train (README \"Training\"); or `make demo`, a toy model that only shows "
-    "the machinery;\n"
+# The model used when none is given: packaged data of acfd.scanner (pyproject.toml, package-data), the
+# LQ branch as FP16 ONNX with its card inside; its terms are in STARTER-NOTICE.md beside it.
+STARTER_FILE = "starter.onnx"
+STARTER_NOTICE = "STARTER-NOTICE.md"
+
+# How to get a model, for a first run without one (also in `acfd-scan --help` and README "Getting a model").
+NO_MODEL_WAYS = (
+    "  train on FaceForensics++ with acfd-train (README \"Training\"), or retrain the starter with `make starter-model` "
+    "on footage you have rights to; or `make demo`, a toy model that only shows the machinery;\n"
     "  or a model someone published: --model 'https://host/model.onnx#sha256=<hex>' or "
     "'hf://org/repo@<commit>/model.onnx'"
 )
 
 
+def no_model_message(starter: Path) -> str:
+    """What a scan without a model says when this install lacks the starter model (three lines)."""
+    return (
+        f"no model: the starter model is missing from this install ({starter}); reinstall acfd (or restore "
+        "the file), or give --model (or $ACFD_MODEL) an .onnx/.plan file, a run directory or a URL. "
+        "Ways to get one:\n" + NO_MODEL_WAYS
+    )
+
+
 class NoModelError(ScanError):
-    """No model was given: a message of a few lines of our own text (no file names in it)."""
+    """No model was given and the starter model is missing: a message of a few lines of our own text."""
 
     multiline = True  # the CLI prints its lines as they are (each still made inert)
 
 
+def starter_model_path() -> Path:
+    """Where the packaged starter model lies in this install (the file may be missing: a checkout where
+    it was deleted, or a build without it)."""
+    from importlib import resources
+
+    return Path(str(resources.files("acfd.scanner").joinpath("models", STARTER_FILE)))
+
+
 def default_model() -> str:
-    """The model spec used when none is given. acfd ships no model yet, so this says how to get one."""
-    raise NoModelError(NO_MODEL)
+    """The model spec used when none is given: the packaged starter model; without it, how to get one."""
+    path = starter_model_path()
+    if path.is_file():
+        return str(path)
+    raise NoModelError(no_model_message(path))
 
 
 def load_backend(model: str | os.PathLike[str], device: str = "auto", progress: bool = True) -> Backend:

@@ -15,6 +15,10 @@ The metrics (AUC, ACC at the model's threshold, TAR at 1% and 0.1% FAR, the thre
 FAR; :mod:`acfd.schemas.metrics`) become an :class:`~acfd.schemas.card.Evaluation`, judged by the card's
 rule (at least 20 videos per class, none of them training data, to validate). The card with the new
 evaluation is written into a new artifact beside the model (:func:`acfd.engine.artifact.update_card`).
+
+When the fake folder lies inside an ``acfd-train swaps`` or ``synth`` output (its marker file in the folder
+or a parent), the evaluation says so (``kind`` "swaps" or "synth"; for swaps, which half of the persons
+in its settings), and ``--fakes real`` is refused there: a program made those fakes.
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ from typing import Any
 import numpy as np
 from acfd.schemas import db
 from acfd.schemas.card import (
+    EVAL_SWAPS,
+    EVAL_SYNTH,
     FAKES_KINDS,
+    FAKES_REAL,
+    FAKES_SYNTHETIC,
     MIN_VIDEOS_PER_CLASS,
     Evaluation,
     ModelCard,
@@ -45,6 +53,9 @@ from .pipeline import ProgressFn, ScanConfig, Scanner, load_backend
 from .results import VideoResult
 
 TOOL = "acfd-scan validate"
+# The file `acfd-train synth` and `acfd-train swaps` leave in their dataset root (the scanner does not
+# import the trainer, so the name is repeated here; a test checks both agree).
+DATASET_MARKER = "acfd-synth.json"
 DEFAULT_FAR = 0.01
 REPORTED_FARS = (0.01, 0.001)  # TAR at 1% and at 0.1% FAR
 REAL, FAKE = "real", "fake"
@@ -133,6 +144,10 @@ def video_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, far:
     if n_real == 0 or int(y.sum()) == 0:
         raise ValidateError("metrics need at least one real and one fake video with a score")
     out: dict[str, float | None] = {"auc": auc(y, s), "acc": accuracy(y, s, threshold)}
+    # What the model's own threshold does on these videos: the false-alarm rate on the reals and the share
+    # of fakes caught (the figures a user of its verdicts needs; fake = score > threshold, as a scan decides).
+    out["far_at_threshold"] = float(np.mean(s[y == 0] > threshold))
+    out["tpr_at_threshold"] = float(np.mean(s[y == 1] > threshold))
     for f in REPORTED_FARS:
         out[far_key(f)] = tar_at_far(y, s, f)[0]
     t, tar, far_got = threshold_at_far(y, s, far)
@@ -226,6 +241,77 @@ def _check_folders(cfg: ValidateConfig) -> tuple[str, str]:
     return real, fake
 
 
+@dataclass(frozen=True)
+class DatasetMarker:
+    """What the marker of an ``acfd-train synth``/``swaps`` dataset around a folder says."""
+
+    path: str  # the marker file
+    kind: str  # "swaps", "synth", or another word a newer acfd wrote
+    forgeries: str  # "synthetic" or "real"
+    half: str | None = None  # swaps: "selection", "test", or None (every held-out person)
+
+
+def find_marker(folder: str) -> DatasetMarker | None:
+    """The dataset marker in ``folder`` or the nearest of its parents (None: not inside such a dataset).
+
+    A marker that cannot be read, or that an interrupted run left (``complete: false``), is a ValidateError:
+    a half-written set would be measured as if it were whole."""
+    import json
+
+    d = os.path.abspath(folder)
+    while True:
+        m = os.path.join(d, DATASET_MARKER)
+        if os.path.isfile(m):
+            break
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
+    try:
+        with open(m, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise ValidateError(f"{display_path(m)} is not a readable dataset marker ({e})") from e
+    kind = str(doc.get("kind", EVAL_SYNTH))
+    if doc.get("complete") is False:
+        raise ValidateError(f"{display_path(d)} is an unfinished `acfd-train {kind}` output (interrupted?): "
+                            "run that command again")  # fmt: skip
+    half = doc.get("half")
+    return DatasetMarker(path=m, kind=kind, forgeries=str(doc.get("forgeries", FAKES_SYNTHETIC)),
+                         half=str(half) if half else None)  # fmt: skip
+
+
+def data_kind(cfg: ValidateConfig, fake_dir: str) -> tuple[str, dict[str, Any]]:
+    """(``Evaluation.kind``, settings to record) of the fake folder: "swaps" or "synth" inside an
+    ``acfd-train swaps``/``synth`` output (found by its marker), else "" (the user's own folders).
+
+    Fakes a program made, declared ``--fakes real``, are refused: the card would claim a validation on
+    real forgeries."""
+    marker = find_marker(fake_dir)
+    if marker is None:
+        return "", {}
+    if marker.forgeries == FAKES_SYNTHETIC and cfg.fakes == FAKES_REAL:
+        raise ValidateError(
+            f"--fakes real, but {display_path(fake_dir)} is in an `acfd-train {marker.kind}` output "
+            f"({display_path(marker.path)}): its fakes are synthetic; use --fakes synthetic"
+        )
+    kind = marker.kind if marker.kind in (EVAL_SWAPS, EVAL_SYNTH) else ""
+    settings: dict[str, Any] = {"dataset": marker.kind}
+    if marker.kind == EVAL_SWAPS:
+        settings["half"] = marker.half or "all"  # the person-level cut the set was made from
+    return kind, settings
+
+
+def _the_set(ev: Evaluation) -> str:
+    """``an acfd-train swaps set (selection half)`` for an evaluation on such a set, else ""."""
+    if not ev.kind:
+        return ""
+    half = ev.settings.get("half")
+    return f"an acfd-train {ev.kind} set" + (f" ({half} half)" if half and half != "all" else "")
+
+
 # -- the whole command -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ValidationResult:
@@ -262,6 +348,7 @@ def validate(cfg: ValidateConfig, progress: ProgressFn | None = None) -> Validat
 
     real_dir, fake_dir = _check_folders(cfg)
     out = check_update(cfg.model, cfg.out, cfg.set_threshold)
+    ev_kind, data_settings = data_kind(cfg, fake_dir)
     kind = artifact_kind(cfg.model)
     backend = load_backend(cfg.model, cfg.device)
     meta = backend.meta
@@ -323,14 +410,17 @@ def validate(cfg: ValidateConfig, progress: ProgressFn | None = None) -> Validat
         tool=TOOL, level="video", fakes=cfg.fakes, n_real=n_real, n_fake=n_fake,
         n_training_overlap=counts[REAL].training + counts[FAKE].training, metrics=metrics,
         threshold=meta.threshold, data=f"real: {counts[REAL].folder}; fake: {counts[FAKE].folder}",
-        fingerprint=fingerprint(v.content_hash for v in used), settings=cfg.settings,
+        fingerprint=fingerprint(v.content_hash for v in used), settings={**cfg.settings, **data_settings},
+        kind=ev_kind,
     )
     new_card = card.with_evaluation(ev)
     if cfg.set_threshold:
+        of_set = f" of {_the_set(ev)}" if ev.kind else ""
         new_card = replace(
             new_card,
             threshold_source=(
-                f"{TOOL}: FAR <= {cfg.far:g} on {n_real} real videos (fingerprint {ev.fingerprint}), {ev.date[:10]}"
+                f"{TOOL}: FAR <= {cfg.far:g} on {n_real} real videos{of_set} (fingerprint {ev.fingerprint}), "
+                f"{ev.date[:10]}"
             ),
         )
     up = update_card(cfg.model, new_card, out if kind != KIND_RUN else None, t_far if cfg.set_threshold else None)
@@ -354,6 +444,8 @@ def format_result(res: ValidationResult) -> list[str]:
     ev, m = res.evaluation, res.evaluation.metrics
     lines = [f"model {res.model} ({res.backend}, id {res.model_id[:12]}), threshold {res.model_threshold:.4g}; "
              f"{ev.settings['sampling']}, strategy {ev.settings['strategy']}"]
+    if ev.kind:
+        lines.append(f"labelled data: {_the_set(ev)}")
     head = ("class", "found", "scored", "no face", "errors", "duplicate", "in both", "training", "used", "folder")
     rows = [head] + [
         (c.label, c.found, c.scored, c.no_face, c.errors, c.duplicates, c.conflicts, c.training, c.used, c.folder)
@@ -377,7 +469,9 @@ def format_result(res: ValidationResult) -> list[str]:
     step = m.get("far_resolution")
     metric_rows = [
         ("AUC", _num(m.get("auc")), ""),
-        (f"ACC at threshold {res.model_threshold:.4g}", _num(m.get("acc"), True), ""),
+        (f"ACC at threshold {res.model_threshold:.4g}", _num(m.get("acc"), True),
+         f"FAR {_num(m.get('far_at_threshold'), True)}, TAR {_num(m.get('tpr_at_threshold'), True)}"
+         if m.get("far_at_threshold") is not None else ""),
     ]
     for f in REPORTED_FARS:
         note = ""

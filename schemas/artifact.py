@@ -7,6 +7,7 @@ crop margin and decision threshold from here.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -40,6 +41,23 @@ def project_version() -> str:
 
 class ArtifactError(AcfdError, ValueError):
     """A model artifact is missing, corrupt, of the wrong kind or lacks valid metadata."""
+
+
+def threshold_problem(score: str, threshold: float) -> str | None:
+    """Why ``threshold`` cannot be a decision threshold for scores of kind ``score``, or None.
+
+    A distance threshold is any positive finite number: r- and r+ are the margins training pulls toward,
+    not bounds on the scores (a briefly trained model's real faces may all score above r+, and the
+    threshold a user measures at a false-alarm rate then lies there too). A probability's lies in (0, 1).
+    """
+    t = float(threshold)
+    if not math.isfinite(t):
+        return f"threshold {threshold} must be a finite number"
+    if score == "probability" and not 0.0 < t < 1.0:
+        return f"threshold {t:.6g} must lie strictly between 0 and 1 (the model scores a probability)"
+    if t <= 0.0:
+        return f"threshold {t:.6g} must be positive (the model scores a distance, and every face is at >= 0)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,10 +101,11 @@ class ArtifactMeta:
             raise ArtifactError("mean/std must have 3 entries and std must be positive")
         if self.crop_margin < 1.0:
             raise ArtifactError(f"crop_margin {self.crop_margin} must be >= 1")
-        if not self.r_minus < self.threshold < self.r_plus:
-            raise ArtifactError(f"threshold {self.threshold} must lie between r- and r+")
         if self.score not in ("distance", "probability"):
             raise ArtifactError(f"unknown score kind {self.score!r}")
+        problem = threshold_problem(self.score, self.threshold)
+        if problem:
+            raise ArtifactError(problem)
         if self.schema_version > SCHEMA_VERSION:
             raise ArtifactError(
                 f"artifact metadata version {self.schema_version} is newer than this acfd understands "

@@ -41,6 +41,11 @@ FAKES_REAL = "real"
 FAKES_SYNTHETIC = "synthetic"
 FAKES_KINDS = (FAKES_REAL, FAKES_SYNTHETIC)
 
+# Evaluation.kind: what the labelled data was ("" for a user's own folders).
+EVAL_SWAPS = "swaps"
+EVAL_SYNTH = "synth"
+EVAL_FFPP = "ffpp"
+
 # What each state means, in the words the scanner's summary, JSONL consumers and the report use.
 VALIDATION_BANNERS = {
     VALIDATION_NONE: "unvalidated model: verdicts from an unvalidated model are not evidence",
@@ -105,13 +110,16 @@ def _to_dict(obj: Any) -> dict[str, Any]:
 class TrainingData:
     """What a model learned from. ``video_hashes``: short content hashes of every train/val video file."""
 
-    kind: str = "unknown"  # "ffpp", "synth" (acfd-train synth), or "unknown"
+    kind: str = "unknown"  # "ffpp", "synth" (acfd-train synth), "swaps" (acfd-train swaps), or "unknown"
     forgeries: str = "unknown"  # "real" (FF++ methods), "synthetic" (made by a program), "unknown"
     root: str = ""  # the dataset folder as the trainer named it
     fingerprint: str = ""  # fingerprint() of video_hashes
     counts: dict[str, int] = field(default_factory=dict)  # "method/quality" -> training videos
     video_hashes: tuple[str, ...] = ()
-    sources: tuple[str, ...] = ()  # corpora the footage came from (their terms bind the weights)
+    # Corpora (source repositories) the footage came from, where known, else the source names given to
+    # the trainer: their terms bind the weights.
+    sources: tuple[str, ...] = ()
+    persons: int = 0  # distinct real persons the training footage shows (0: unknown)
     unknown: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,6 +127,8 @@ class TrainingData:
             raise CardError(f"training forgeries must be real, synthetic or unknown, not {self.forgeries!r}")
         if not all(isinstance(v, int) for v in self.counts.values()):
             raise CardError("training counts must be integers")
+        if not isinstance(self.persons, int) or isinstance(self.persons, bool) or self.persons < 0:
+            raise CardError(f"training persons must be an integer >= 0, not {self.persons!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -131,6 +141,10 @@ class TrainingData:
                 known[k] = tuple(str(x) for x in known[k])
         if "counts" in known:
             known["counts"] = {str(k): int(v) for k, v in dict(known["counts"]).items()}
+        if known.get("persons") is None:  # older cards: unknown
+            known.pop("persons", None)
+        elif not isinstance(known["persons"], int):
+            raise CardError(f"training persons must be an integer, not {known['persons']!r}")
         return cls(**known, unknown=unknown)
 
     @property
@@ -156,6 +170,9 @@ class Evaluation:
     counts: bool = False  # whether this evaluation makes the model validated
     reason: str = ""  # why it does not, when it does not
     settings: dict[str, Any] = field(default_factory=dict)  # sampling, aggregation, ...
+    # What the labelled data was: "swaps" (acfd-train swaps: cross-identity face swaps), "synth"
+    # (self-blends), "ffpp" (the FaceForensics++ layout), or "" (a user's own folders).
+    kind: str = ""
     unknown: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -209,7 +226,8 @@ class Evaluation:
         auc_s = f"AUC {auc:.3f}" if isinstance(auc, (int, float)) else "AUC n/a"
         if isinstance(auc, (int, float)) and auc <= CHANCE_AUC:
             auc_s += " (close to chance: the model does not tell these fakes apart)"
-        return f"{auc_s} on {self.n_real} real + {self.n_fake} {self.fakes}-fake videos ({self.date[:10]})"
+        what = "synthetic face-swap videos" if self.kind == EVAL_SWAPS else f"{self.fakes}-fake videos"
+        return f"{auc_s} on {self.n_real} real + {self.n_fake} {what} ({self.date[:10]})"
 
 
 @dataclass(frozen=True)
@@ -274,9 +292,11 @@ class ModelCard:
         t = self.training
         if t is None:
             return "unknown data"
-        kind = {"ffpp": "FaceForensics++-layout data", "synth": "self-blended (synthetic) forgeries"}.get(
-            t.kind, "unknown data"
-        )
+        kind = {
+            "ffpp": "FaceForensics++-layout data",
+            "synth": "self-blended (synthetic) forgeries",
+            "swaps": "cross-identity face swaps (a validation set)",
+        }.get(t.kind, "unknown data")
         return f"{kind}, {t.total_videos} videos" if t.total_videos else kind
 
     def one_line(self) -> str:

@@ -123,7 +123,7 @@ def test_evaluate_appends_an_unvalidated_evaluation(
     assert card.evaluations[:-1] == before.evaluations and len(card.evaluations) == 1
     ev = card.evaluations[0]
     test = split_videos(root, "test")
-    assert (ev.tool, ev.level, ev.fakes) == ("acfd-train evaluate", "video", "synthetic")
+    assert (ev.tool, ev.level, ev.fakes, ev.kind) == ("acfd-train evaluate", "video", "synthetic", "synth")
     assert (ev.n_real, ev.n_fake, ev.n_training_overlap) == (len(test["real"]), len(test["fake"]), 0)
     assert (res.video["n_real"], res.video["n_fake"]) == (ev.n_real, ev.n_fake)
     assert ev.n_real < MIN_VIDEOS_PER_CLASS and not ev.counts and f"at least {MIN_VIDEOS_PER_CLASS}" in ev.reason
@@ -177,3 +177,32 @@ def test_an_older_cache_without_hashes_or_kind(cache: Path, root: Path, tmp_path
     t2, notes2 = training_data([old])
     assert t2.video_hashes == training_data([cache])[0].video_hashes and notes2 == []
     assert json.loads((old / "cache.json").read_text())["dataset"]["kind"] == "synth"
+
+
+def _hand_cache(d: Path, root: str, dataset: dict | None) -> Path:
+    """A crop cache with no videos, whose cache.json records ``dataset`` (None: a cache from before it did)."""
+    d.mkdir(parents=True)
+    meta = {"ffpp": root} | ({"dataset": dataset} if dataset is not None else {})
+    (d / "cache.json").write_text(json.dumps(meta))
+    (d / "index.csv").write_text("video,label,method,split,frame,row,status,mask,x0,y0,side,score\n")
+    return d
+
+
+def test_training_data_names_corpora_and_counts_persons(tmp_path: Path) -> None:
+    new = {"kind": "synth", "forgeries": "synthetic", "sources": ["a.png", "b.png", "h.png"], "persons": 2,
+           "corpora": ["nasa/astronaut", "scikit-image/scikit-image"], "without_corpus": ["h.png"]}
+    old = {"kind": "synth", "forgeries": "synthetic", "sources": ["a.png", "b.png"]}  # before persons/corpora
+    a = _hand_cache(tmp_path / "a", "/data/s1", new)
+    t, _ = training_data([a])
+    # the repositories, and the file no manifest named; not the file names the corpora stand for
+    assert t.sources == ("nasa/astronaut", "scikit-image/scikit-image", "h.png") and t.persons == 2
+    t_old, _ = training_data([_hand_cache(tmp_path / "b", "/data/s2", old)])
+    assert (t_old.sources, t_old.persons) == (("a.png", "b.png"), 0)
+    # a second cache of the same root (other levels) shows the same persons; two roots may share people
+    assert training_data([a, _hand_cache(tmp_path / "a2", "/data/s1", new)])[0].persons == 2
+    both, _ = training_data([a, tmp_path / "b"])
+    assert both.persons == 0
+    assert both.sources == ("nasa/astronaut", "scikit-image/scikit-image", "h.png", "a.png", "b.png")
+    # a cache that recorded no dataset, whose root is gone: unknown, as before
+    gone, _ = training_data([_hand_cache(tmp_path / "c", str(tmp_path / "missing"), None)])
+    assert (gone.kind, gone.sources, gone.persons) == ("unknown", (), 0)

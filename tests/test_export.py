@@ -184,9 +184,14 @@ def test_real_branch_fp16_drift_on_face_crops(real: dict) -> None:
 def test_export_then_load_gives_the_torch_verdicts(tmp_path: Path) -> None:
     """The issue's 'done when': `acfd-train export` then load() agrees with the torch checkpoint."""
     run = tiny_run(tmp_path / "run", image_size=REAL_SIZE, preset="single-metric-att")
-    res = CliRunner().invoke(main, ["export", "--run", str(run), "--out", str(tmp_path / "model.onnx")])
+    note = "research use only; train on FaceForensics++ for the paper's model"
+    res = CliRunner().invoke(main, ["export", "--run", str(run), "--out", str(tmp_path / "model.onnx"), "--note", note])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "score rel" in res.output
+    with load(tmp_path / "model.onnx") as b:  # the note is in the artifact's card, the run's card is as it was
+        assert b.meta.card is not None and b.meta.card.notes == note
+    with load(run) as b:
+        assert b.meta.card is None or b.meta.card.notes == ""
     crops = face_crops(REAL_SIZE)
     with load(tmp_path / "model.onnx") as onnx_b, load(run) as torch_b:
         assert onnx_b.name == "onnxruntime" and torch_b.name == "torch"

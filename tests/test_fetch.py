@@ -356,10 +356,13 @@ def test_scan_model_failures_are_one_line(tmp_path, cache, monkeypatch):
 
 
 def test_first_run_without_a_model(tmp_path, monkeypatch):
+    import acfd.scanner.pipeline
     from acfd.scanner.cli import main
     from click.testing import CliRunner
 
     monkeypatch.delenv("ACFD_MODEL", raising=False)
+    # an install whose packaged starter model is gone (tests/test_starter.py covers the one that has it)
+    monkeypatch.setattr(acfd.scanner.pipeline, "starter_model_path", lambda: tmp_path / "none.onnx")
     video = tmp_path / "v.mp4"
     video.write_bytes(b"")
     r = CliRunner().invoke(main, [str(video), "--db", str(tmp_path / "d.sqlite")])

@@ -6,6 +6,7 @@ import pytest
 from acfd.schemas.artifact import ArtifactError, ArtifactMeta
 from acfd.schemas.card import (
     MIN_VIDEOS_PER_CLASS,
+    CardError,
     Evaluation,
     ModelCard,
     TrainingData,
@@ -28,7 +29,9 @@ def test_meta_roundtrip_and_default_threshold():
     [
         "not json",
         "[1, 2]",
-        '{"threshold": 30.0}',
+        '{"threshold": -1.0}',
+        '{"threshold": 0.0}',
+        '{"score": "probability", "r_minus": 0.0, "r_plus": 1.0, "threshold": 1.5}',
         '{"schema_version": 99}',
         '{"input_size": "299"}',
         '{"card": {"evaluations": "many"}}',
@@ -99,3 +102,61 @@ def test_a_hand_edited_counts_flag_validates_nothing():
     card = ModelCard(evaluations=(forged, frame))
     assert card.validation == "none"
     assert ModelCard(evaluations=(_ev("real", 20, 20),)).validation == "real"
+
+
+def test_training_persons_and_evaluation_kind_round_trip():
+    t = TrainingData(kind="synth", forgeries="synthetic", sources=("1adrianb/face-alignment", "YadiraF/PRNet"),
+                     persons=212, counts={"real/c23+c40": 10})  # fmt: skip
+    swaps = _ev("synthetic", 24, 24, auc=0.81)
+    swaps = Evaluation.from_dict(swaps.to_dict() | {"kind": "swaps", "settings": {"half": "selection"}})
+    card = ModelCard(preset="paper", training=t, evaluations=(swaps,))
+    d = json.loads(json.dumps(card.to_dict()))
+    assert d["training"]["persons"] == 212 and d["evaluations"][0]["kind"] == "swaps"
+    again = ModelCard.from_dict(d)
+    assert again == card
+    assert again.training.persons == 212 and again.training.unknown == {}
+    assert again.evaluations[0].kind == "swaps" and again.evaluations[0].settings == {"half": "selection"}
+    assert again.evaluations[0].unknown == {}  # a known field now, not kept aside as unknown
+    # and through an artifact's JSON header
+    meta = ArtifactMeta.from_json(ArtifactMeta(preset="paper", card=card).to_json())
+    assert meta.card == card
+
+
+def test_a_card_written_before_persons_and_kind_still_reads():
+    old = {"version": 1, "preset": "paper", "training": {"kind": "synth", "forgeries": "synthetic",
+                                                        "sources": ["skimage.data.astronaut"]},
+           "evaluations": [{"tool": "acfd-scan validate", "level": "video", "fakes": "synthetic", "n_real": 20,
+                            "n_fake": 20, "counts": True, "metrics": {"auc": 0.7}, "date": "2025-01-02T00:00:00"}]}
+    card = ModelCard.from_dict(old)
+    assert card.training.persons == 0  # unknown
+    assert card.evaluations[0].kind == ""  # a user's own folders, as far as anyone can tell
+    assert card.validation == "synthetic"
+    assert "AUC 0.700 on 20 real + 20 synthetic-fake videos (2025-01-02)" in card.one_line()
+    assert ModelCard.from_dict(old | {"training": old["training"] | {"persons": None}}).training.persons == 0
+    for bad in (-1, "12", 1.5, True):
+        with pytest.raises(CardError, match="training persons must be"):
+            ModelCard.from_dict(old | {"training": old["training"] | {"persons": bad}})
+
+
+def test_one_line_names_face_swaps_and_trained_on_words():
+    n = MIN_VIDEOS_PER_CLASS
+    ev = Evaluation.judged(tool="acfd-scan validate", level="video", fakes="synthetic", n_real=n, n_fake=n + 2,
+                           metrics={"auc": 0.8125}, kind="swaps", date="2026-03-04T05:06:07+00:00")  # fmt: skip
+    assert ev.one_line() == "AUC 0.812 on 20 real + 22 synthetic face-swap videos (2026-03-04)"
+    card = ModelCard(training=TrainingData(kind="synth", forgeries="synthetic", counts={"real/c23+c40": 8}),
+                     evaluations=(ev,))  # fmt: skip
+    assert card.one_line().endswith(
+        "trained on self-blended (synthetic) forgeries, 8 videos; validated on synthetic forgeries: "
+        "AUC 0.812 on 20 real + 22 synthetic face-swap videos (2026-03-04)"
+    )
+    synth = Evaluation.from_dict(ev.to_dict() | {"kind": "synth"})
+    assert synth.one_line() == "AUC 0.812 on 20 real + 22 synthetic-fake videos (2026-03-04)"
+    on_swaps = ModelCard(training=TrainingData(kind="swaps", forgeries="synthetic", counts={"real/c23+c40": 4}))
+    assert on_swaps.trained_on() == "cross-identity face swaps (a validation set), 4 videos"
+
+
+def test_distance_threshold_may_lie_above_r_plus():
+    # r- and r+ are training margins: a briefly trained model's threshold (measured at a FAR) may be 45
+    meta = ArtifactMeta.from_json('{"threshold": 45.85}')
+    assert meta.threshold == 45.85 and meta.r_plus == 18.0
+    assert ArtifactMeta(threshold=0.05).threshold == 0.05  # below r- = 0.1 is a threshold too

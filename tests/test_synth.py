@@ -234,3 +234,69 @@ def test_cli_synth_and_option_errors(tmp_path):
     below_file = CliRunner().invoke(main, ["synth", str(tmp_path / "file" / "o"), "--videos", "2"])
     assert below_file.exit_code == 1
     assert "cannot create" in below_file.output and "Traceback" not in below_file.output
+
+
+def test_persons_and_corpora_of_the_used_sources(tmp_path):
+    """--exclude's people file counts the persons behind the videos, a corpus folder's manifest.csv names
+    the repositories of the files used; both reach the marker, synth.json and what `prepare` copies."""
+    from acfd.schemas.hashing import content_hash
+    from acfd.train.prepare import dataset_info
+
+    from tests.identity_helpers import astronaut_head, cameraman_head, canvas, hopper_head
+
+    corpus = tmp_path / "faces"
+    (corpus / "images").mkdir(parents=True)
+    (corpus / "extra").mkdir()
+    files = {
+        "images/astro_a.png": canvas([(astronaut_head(), 40, 30)]),
+        "images/astro_b.png": canvas([(astronaut_head()[:, ::-1], 300, 50)]),  # the same person, mirrored
+        "images/camera.png": canvas([(cameraman_head(), 300, 40)]),  # held out
+        "extra/hopper.png": canvas([(hopper_head(), 200, 20)]),  # neither in the people file nor the manifest
+    }
+    for name, rgb in files.items():
+        assert cv2.imwrite(str(corpus / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    (corpus / "manifest.csv").write_text(
+        "file,kind,repo,path\n"
+        "images/astro_a.png,image,nasa/astronaut,a.png\n"
+        "images/astro_b.png,image,scikit-image/scikit-image,b.png\n"
+        "images/camera.png,image,mit/cameraman,c.png\n"
+        "images/gone.png,image,some/other,g.png\n"  # a row for a file not there: never used, never named
+    )
+
+    def entry(name: str) -> dict[str, str]:
+        return {"path": str(corpus / name), "hash": content_hash(corpus / name)}
+
+    people = tmp_path / "people.json"
+    people.write_text(json.dumps({"format": "acfd-people/1", "persons": [
+        {"id": "p000", "files": [entry("images/astro_a.png"), entry("images/astro_b.png")], "held_out": False},
+        {"id": "p001", "files": [entry("images/camera.png")], "held_out": True},
+    ], "no_face": [], "holdout": {"fraction": 0.5, "seed": 0}}))  # fmt: skip
+
+    s = synthesize(SynthConfig(out=tmp_path / "o", videos=4, frames=2, size=96, sources=(corpus,), exclude=people))
+    assert s.skipped == [] and s.sources == 3
+    assert [Path(x).name for x in s.excluded] == ["camera.png"]
+    # astro_a and astro_b are one person; hopper, whom the people file does not know, counts as one more
+    assert (s.persons, s.persons_alone) == (2, 1)
+    assert s.corpora == ["nasa/astronaut", "scikit-image/scikit-image"] and s.without_corpus == ["hopper.png"]
+    expect = {"persons": 2, "persons_counted_alone": 1, "corpora": ["nasa/astronaut", "scikit-image/scikit-image"],
+              "without_corpus": ["hopper.png"]}  # fmt: skip
+    marker = json.loads((tmp_path / "o" / "acfd-synth.json").read_text())
+    meta = json.loads((tmp_path / "o" / "synth.json").read_text())
+    for doc in (marker, meta):
+        assert {k: doc[k] for k in expect} == expect
+    assert marker["sources"] == ["hopper.png", "astro_a.png", "astro_b.png"]  # file names, as before
+    per_video = {Path(v["source"]).name: (v["person"], v["corpus"]) for v in meta["videos"].values()}
+    assert per_video == {"hopper.png": (None, None), "astro_a.png": ("p000", "nasa/astronaut"),
+                         "astro_b.png": ("p000", "scikit-image/scikit-image")}  # fmt: skip
+    info = dataset_info(tmp_path / "o")
+    assert (info["persons"], info["corpora"], info["without_corpus"]) == (2, expect["corpora"], ["hopper.png"])
+
+    # Without a people file the persons are unknown (0), without a manifest the corpora are; an older
+    # reader's view of the dataset (no persons, no corpora) is what `prepare` keeps then.
+    astro = tmp_path / "astro.png"
+    cv2.imwrite(str(astro), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
+    s2 = synthesize(SynthConfig(out=tmp_path / "p", videos=2, frames=2, size=96, sources=(astro,)))
+    assert (s2.persons, s2.corpora, s2.without_corpus) == (0, [], [])
+    marker2 = json.loads((tmp_path / "p" / "acfd-synth.json").read_text())
+    assert (marker2["persons"], marker2["corpora"]) == (0, [])
+    assert dataset_info(tmp_path / "p") == {"kind": "synth", "forgeries": "synthetic", "sources": ["astro.png"]}

@@ -3,7 +3,8 @@
 ``fit`` writes RUN/card.json when a run starts - preset, input size, initial weights, where the
 decision threshold comes from, and the training data: the kind of dataset (FF++ or ``acfd-train
 synth`` output, from the crop cache), how many train/val videos per method and pair of qualities,
-and the short content hash of every HQ and LQ file behind them. ``evaluate`` appends one
+the short content hash of every HQ and LQ file behind them, the corpora the footage came from and
+how many distinct persons it shows (where ``synth`` recorded them). ``evaluate`` appends one
 :class:`Evaluation` per run on labelled videos; the card derives the model's validation state from
 them. The card is copied into every artifact made from the run (safetensors header, ONNX, plan).
 """
@@ -19,6 +20,9 @@ from typing import Any
 
 import numpy as np
 from acfd.schemas.card import (
+    EVAL_FFPP,
+    EVAL_SWAPS,
+    EVAL_SYNTH,
     FAKES_REAL,
     FAKES_SYNTHETIC,
     Evaluation,
@@ -74,13 +78,19 @@ def training_data(caches: Sequence[Path]) -> tuple[TrainingData, list[str]]:
     hashes: set[str] = set()
     unhashed = 0
     kinds, forgeries, roots, sources = [], [], [], []
+    persons: dict[str, int] = {}  # dataset root -> distinct persons its footage shows (0: unknown)
     for c in caches:
         ds = cache_dataset(c)
         kinds.append(str(ds["kind"]))
         forgeries.append(str(ds["forgeries"]))
         if ds["root"] and ds["root"] not in roots:
             roots.append(str(ds["root"]))
-        sources += [str(s) for s in ds.get("sources", []) if str(s) not in sources]  # type: ignore[union-attr]
+        # The corpora (source repositories) where the dataset knows them, else the source names it gives;
+        # files of no known corpus are named on their own, so the list never leaves a source out.
+        named = [*ds.get("corpora", []), *ds.get("without_corpus", [])] or ds.get("sources", [])  # type: ignore[misc]
+        sources += [str(s) for s in named if str(s) not in sources]
+        n = ds.get("persons", 0)
+        persons[str(ds["root"])] = n if isinstance(n, int) else 0
         levels = _levels(c)
         for v in cache_videos(c, TRAINING_SPLITS):
             if v.crops == 0:
@@ -109,6 +119,8 @@ def training_data(caches: Sequence[Path]) -> tuple[TrainingData, list[str]]:
         counts=dict(sorted(counts.items())),
         video_hashes=short,
         sources=tuple(sources),
+        # Persons of two datasets may overlap (the same faces in both): a count is only known for one.
+        persons=next(iter(persons.values())) if len(persons) == 1 else 0,
     ), notes
 
 
@@ -173,9 +185,11 @@ def evaluation(
     class) is :meth:`Evaluation.judged`'s.
     """
     info: dict[str, CachedVideo] = {}
-    kinds = []
+    kinds, datasets = [], []
     for c in caches:
-        kinds.append(str(cache_dataset(c)["forgeries"]))
+        ds = cache_dataset(c)
+        kinds.append(str(ds["forgeries"]))
+        datasets.append(str(ds["kind"]))
         for v in cache_videos(c, [split]):
             info.setdefault(v.video, v)
     train = set(card.training.video_hashes) if card is not None and card.training is not None else set()
@@ -208,6 +222,7 @@ def evaluation(
         "fingerprint_of": "content hashes" if all_hashed else "video ids",
         **(settings or {}),
     }
+    data_kind = _one_of(datasets)  # "unknown" for a dataset passed in code, or for mixed ones
     data = f"split {split} of {', '.join(map(str, caches))}" if caches else f"split {split} of a dataset passed in code"
     return Evaluation.judged(
         tool=TOOL,
@@ -221,4 +236,6 @@ def evaluation(
         fingerprint=fp,
         threshold=float(threshold),
         settings=st,
+        # what the labelled data was: one kind of dataset this acfd names, else not said
+        kind=data_kind if data_kind in (EVAL_SWAPS, EVAL_SYNTH, EVAL_FFPP) else "",
     )

@@ -54,8 +54,8 @@ def main() -> None:
     "--source",
     "sources",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Photo or video with a face (repeatable); default: scikit-image's astronaut photo.",
+    type=click.Path(exists=True, path_type=Path),
+    help="Photo or video with a face, or a folder of them (repeatable); default: scikit-image's astronaut photo.",
 )
 @click.option("--frames", default=16, show_default=True, help="Frames per video.")
 @click.option("--size", default=256, show_default=True, help="Frame side in pixels (square, even).")
@@ -77,7 +77,11 @@ def synth(
     if s.skipped:
         click.echo(s.skipped_line())
     if exclude is not None:
-        click.echo(f"left out {len(s.excluded)} sources of held-out persons ({exclude.name})")
+        click.echo(f"left out {len(s.excluded)} sources of held-out persons ({exclude.name}); the videos show "
+                   f"{s.persons} persons" + (f" ({s.persons_alone} of them counted by file)" if s.persons_alone else ""))
+    if s.corpora:
+        click.echo(f"from {len(s.corpora)} source repositories (their terms bind a model trained on this): "
+                   + ", ".join(s.corpora))
         if s.unknown:
             click.echo(f"{len(s.unknown)} sources are not in {exclude.name}: their persons were never compared "
                        "with the held-out ones (run `acfd-train people` on every source)")
@@ -120,13 +124,18 @@ def people(
 @click.option("--frames", default=16, show_default=True, help="Frames per video.")
 @click.option("--size", default=256, show_default=True, help="Frame side in pixels (square, even).")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same set).")
+@click.option("--half", type=click.Choice(["selection", "test"]), default=None,
+              help="Only one half of the persons (a seeded cut by person, same --seed for both): 'selection' "
+                   "for choosing recipes and thresholds, 'test' for the figure reported once. [default: all]")
 def swaps(
-    out: Path, sources: tuple[Path, ...], people: Path | None, pairs: int, frames: int, size: int, seed: int
-) -> None:
+    out: Path, sources: tuple[Path, ...], people: Path | None, pairs: int, frames: int, size: int, seed: int,
+    half: str | None,
+) -> None:  # fmt: skip
     """Write a held-apart validation set of cross-identity face swaps (FF++ layout) to OUT; never train on it."""
     from acfd.train.swaps import SwapConfig, make_swaps
 
-    cfg = SwapConfig(out=out, sources=sources, people=people, pairs=pairs, frames=frames, size=size, seed=seed)
+    cfg = SwapConfig(out=out, sources=sources, people=people, pairs=pairs, frames=frames, size=size, seed=seed,
+                     half=half)  # fmt: skip
     for line in make_swaps(cfg).lines(pairs):
         click.echo(line)
 
@@ -275,11 +284,12 @@ def evaluate(
 @click.option("--embedding", is_flag=True, help="Also output the embedding (or logits) [N,D].")
 @click.option("--exporter", default="auto", show_default=True, type=click.Choice(["auto", "torchscript", "dynamo"]),
               help="auto: TorchScript for FP32, dynamo (torch.export) for FP16.")
-def export(run_dir: Path, out: Path, fp16: bool, embedding: bool, exporter: str) -> None:
+@click.option("--note", default=None, help="Free text for the artifact's model card (what it is for, its terms).")
+def export(run_dir: Path, out: Path, fp16: bool, embedding: bool, exporter: str, note: str | None) -> None:
     """Export the LQ branch of a run to ONNX (uint8 NHWC crops in, scores and attention out)."""
     from acfd.engine.export import export_run
 
-    click.echo(export_run(run_dir, out, fp16=fp16, with_embedding=embedding, exporter=exporter).summary())
+    click.echo(export_run(run_dir, out, fp16=fp16, with_embedding=embedding, exporter=exporter, note=note).summary())
 
 
 @main.command()

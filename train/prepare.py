@@ -353,8 +353,10 @@ def _worker_run(v: FFVideo) -> dict[str, object]:
 def dataset_info(root: Path) -> dict[str, object]:
     """What kind of dataset ``root`` is: ``acfd-train synth`` output (its marker file) or FF++.
 
-    ``{"kind": "synth"|"ffpp", "forgeries": "synthetic"|"real", "sources": [...]}``; a root without
-    the marker is taken for FaceForensics++ (real forgeries made by the FF++ methods).
+    ``{"kind": "synth"|"ffpp", "forgeries": "synthetic"|"real", "sources": [...]}``, plus, when the marker
+    records them, ``persons`` (distinct persons the footage shows), ``corpora`` (the source repositories
+    of the files used) and ``without_corpus`` (used files of no known corpus); a root without the marker
+    is taken for FaceForensics++ (real forgeries made by the FF++ methods).
     """
     marker = Path(root) / SYNTH_MARKER
     if not marker.is_file():
@@ -372,11 +374,23 @@ def dataset_info(root: Path) -> dict[str, object]:
     if forgeries not in (FAKES_REAL, FAKES_SYNTHETIC):
         raise PrepareError(f"{marker}: forgeries must be real or synthetic, not {forgeries!r}")
     sources = d.get("sources") or []
-    return {
+    info: dict[str, object] = {
         "kind": str(d.get("kind", "synth")),
         "forgeries": forgeries,
         "sources": [str(x) for x in sources] if isinstance(sources, list) else [str(sources)],
     }
+    # Who and where the footage came from, when the marker knows (a marker from before acfd recorded them
+    # has neither: the keys stay out, read as unknown).
+    persons = d.get("persons")
+    if isinstance(persons, int) and not isinstance(persons, bool) and persons > 0:
+        info["persons"] = persons
+    corpora = d.get("corpora")
+    if isinstance(corpora, list) and corpora:
+        info["corpora"] = [str(x) for x in corpora]
+        without = d.get("without_corpus")
+        if isinstance(without, list) and without:
+            info["without_corpus"] = [str(x) for x in without]
+    return info
 
 
 def _check_cache(cfg: PrepareConfig) -> None:

@@ -51,7 +51,7 @@ from acfd.schemas.errors import AcfdError
 from acfd.schemas.hashing import content_hash
 
 from .ffpp import SPLITS, write_video
-from .people import PeopleError, expand_sources, is_image, load_people
+from .people import PeopleError, Person, expand_sources, is_image, load_people
 from .synth import (
     LEVELS,
     SYNTH_MARKER,
@@ -66,6 +66,7 @@ from .synth import (
 )
 
 SWAP_METHOD = "FaceSwapLandmarks"
+HALVES = ("selection", "test")
 LANDMARKS_68 = "shape_predictor_68_face_landmarks.dat"
 # A frame's landmarks count as failed when dlib's eye centres, nose tip or mouth centre lie farther from
 # BlazeFace's keypoints than this share of the face box's longer side.
@@ -92,8 +93,15 @@ class SwapConfig:
     seed: int = 0
     fps: int = 25
     detector: str = "full"
+    # "selection" or "test": one of two halves of the persons, cut by a seeded draw, so that the set
+    # used to choose recipes and thresholds and the set reported once share no person; None: all.
+    half: str | None = None
 
     def __post_init__(self) -> None:
+        if self.half not in (None, *HALVES):
+            raise SwapError(f"--half must be one of {', '.join(HALVES)}, got {self.half!r}")
+        if self.half is not None and self.people is None:
+            raise SwapError("--half needs --people: the halves are cut by person, and only a people file knows persons")
         if self.pairs < 1 or self.pairs > 500:
             raise SwapError(f"--pairs must be in 1..500 (three-digit FF++ ids), got {self.pairs}")
         if self.frames < 1:
@@ -336,6 +344,16 @@ class SwapSummary:
         return out
 
 
+def person_half(persons: Sequence[Person], half: str, seed: int) -> tuple[Person, ...]:
+    """The persons of one half: a seeded draw puts the first ceil(n/2) of a shuffled list (by person id,
+    so the order of the people file does not matter) in "selection", the rest in "test"."""
+    ordered = sorted(persons, key=lambda p: p.id)
+    order = np.random.default_rng([seed, 2]).permutation(len(ordered))
+    cut = (len(ordered) + 1) // 2
+    chosen = order[:cut] if half == HALVES[0] else order[cut:]
+    return tuple(ordered[i] for i in sorted(chosen))
+
+
 def _candidates(cfg: SwapConfig, summary: SwapSummary) -> list[tuple[str, Path]]:
     """(person, source) in a seeded order: persons shuffled, then their files in turn (first files first)."""
     by_person: dict[str, list[Path]] = {}
@@ -346,6 +364,8 @@ def _candidates(cfg: SwapConfig, summary: SwapSummary) -> list[tuple[str, Path]]
         people = load_people(Path(cfg.people))
         pool = people.held_out() or people.persons
         summary.held_out_only = bool(people.held_out())
+        if cfg.half is not None:
+            pool = person_half(pool, cfg.half, cfg.seed)
         wanted = {p.id for p in pool}
         if cfg.sources:
             person_of = people.person_of()
@@ -386,11 +406,9 @@ def _make_clip(
             img = _read_image(path)
             photos[path] = (img, _main_face(det, img, str(path)))
         # Seeded by the candidate's place in the list: a skipped source leaves the others as they were.
-        # Black where the frame reaches past the photo: mirroring it (synth's default) would repeat the
-        # face around a small photo, and a video with several mirrored copies of one face, one swapped,
-        # is not what this set should measure.
+        # Black where the frame reaches past the photo, as synth does (see _animate_photo).
         rng = np.random.default_rng([cfg.seed, 1, k])
-        frames = _animate_photo(*photos[path], cfg.frames, cfg.size, rng, border=cv2.BORDER_CONSTANT)
+        frames = _animate_photo(*photos[path], cfg.frames, cfg.size, rng)
     else:
         frames = _frame_video(path, det, cfg.frames, cfg.size)
     faces = track_face(det, frames, str(path))
@@ -529,6 +547,7 @@ def _write_meta(cfg: SwapConfig, out: Path, summary: SwapSummary, split_pairs: l
         "config": {
             "out": str(out), "sources": [str(s) for s in cfg.sources], "people": people, "pairs": cfg.pairs,
             "frames": cfg.frames, "size": cfg.size, "seed": cfg.seed, "fps": cfg.fps, "detector": cfg.detector,
+            "half": cfg.half,
         },
         "method": SWAP_METHOD,
         "procedure": "dlib 68-point landmarks per frame, Delaunay piecewise-affine warp of the donor face, "
@@ -550,6 +569,7 @@ def _write_meta(cfg: SwapConfig, out: Path, summary: SwapSummary, split_pairs: l
         "persons": summary.persons or None,
         "people": Path(people).name if people else None,
         "held_out_only": summary.held_out_only,
+        "half": cfg.half,
         "seed": cfg.seed,
     }
     (out / SYNTH_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")

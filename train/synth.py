@@ -50,7 +50,7 @@ class SynthConfig:
     videos: int = 8  # real videos; as many fakes (pairs T_S and S_T)
     frames: int = 16
     seed: int = 0
-    sources: tuple[Path, ...] = ()  # photos or videos with a face; empty: the astronaut photo
+    sources: tuple[Path, ...] = ()  # photos, videos or folders of them; empty: the astronaut photo
     size: int = 256  # frame side in pixels (square)
     fps: int = 25
     detector: str = "full"
@@ -68,7 +68,7 @@ class SynthConfig:
         if self.detector not in ("short", "full"):
             raise SynthError(f"detector must be 'short' or 'full', got {self.detector!r}")
         for s in self.sources:
-            if not Path(s).is_file():
+            if not Path(s).exists():
                 raise SynthError(f"source not found: {s}")
         if self.exclude is not None and not Path(self.exclude).is_file():
             raise SynthError(f"people file not found: {self.exclude}")
@@ -86,6 +86,10 @@ class SynthSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, why), in the order met
     excluded: list[str] = field(default_factory=list)  # sources of held-out persons (--exclude), left out
     unknown: list[str] = field(default_factory=list)  # sources the --exclude people file does not name
+    persons: int = 0  # distinct persons the used sources show (--exclude's people file); 0: unknown
+    persons_alone: int = 0  # used sources without a person in the people file, counted as one person each
+    corpora: list[str] = field(default_factory=list)  # source repositories of the used files (corpus manifests)
+    without_corpus: list[str] = field(default_factory=list)  # used files no corpus manifest names (when any does)
 
     def skipped_line(self, first: int = 3) -> str | None:
         """``skipped N sources: why; why; ...`` (the first few reasons), or None when none was skipped."""
@@ -96,6 +100,14 @@ def excluded_sources(sources: Sequence[Path], people_file: Path) -> tuple[list[P
     """``(kept, excluded, unknown)``: the sources of the people file's held-out persons are excluded (matched
     by content hash, so a copy or a renamed file is found too); sources the file does not name are kept
     and listed as unknown (their persons were never compared with the held-out ones)."""
+    kept, excluded, unknown, _ = _exclude(sources, people_file)
+    return kept, excluded, unknown
+
+
+def _exclude(
+    sources: Sequence[Path], people_file: Path
+) -> tuple[list[Path], list[str], list[str], dict[Path, str | None]]:
+    """:func:`excluded_sources` plus the person id of each kept source (None: not in the people file)."""
     from acfd.schemas.hashing import content_hash
 
     from .people import PeopleError, load_people
@@ -104,8 +116,9 @@ def excluded_sources(sources: Sequence[Path], people_file: Path) -> tuple[list[P
         people = load_people(Path(people_file))
     except PeopleError as e:
         raise SynthError(str(e)) from e
-    held, known = people.held_out_hashes(), people.known_hashes()
+    held, known, person_of = people.held_out_hashes(), people.known_hashes(), people.person_of()
     kept, excluded, unknown = [], [], []
+    person: dict[Path, str | None] = {}
     for s in sources:
         h = content_hash(s) or ""
         if h in held:
@@ -114,7 +127,51 @@ def excluded_sources(sources: Sequence[Path], people_file: Path) -> tuple[list[P
         if h not in known:
             unknown.append(str(s))
         kept.append(Path(s))
-    return kept, excluded, unknown
+        person[Path(s)] = person_of.get(h)  # a file without a usable face has no person either
+    return kept, excluded, unknown, person
+
+
+def count_persons(used: Sequence[Path | None], person: dict[Path, str | None]) -> tuple[int, int]:
+    """``(persons, counted_alone)``: distinct persons among the ``used`` sources (None: the astronaut photo),
+    by the people file's person ids; a source the people file gives no person counts as one person of its
+    own (``counted_alone`` of them), so the figure can overcount people but never undercount them."""
+    ids: set[str] = set()
+    alone = 0
+    for s in used:
+        pid = person.get(Path(s)) if s is not None else None
+        if pid is None:
+            alone += 1
+        else:
+            ids.add(pid)
+    return len(ids) + alone, alone
+
+
+# A corpus folder may carry this file: one row per file (``file``: its path relative to the folder) with the
+# source repository (``repo``) it came from; the repositories' terms bind a model trained on the files.
+CORPUS_MANIFEST = "manifest.csv"
+
+
+def corpus_of(roots: Sequence[Path]) -> dict[Path, str]:
+    """Resolved file path -> source repository, from the :data:`CORPUS_MANIFEST` of each folder in ``roots``
+    that has one with ``file`` and ``repo`` columns (others are passed over: a manifest is optional)."""
+    import csv
+
+    out: dict[Path, str] = {}
+    for root in roots:
+        m = Path(root) / CORPUS_MANIFEST
+        if not Path(root).is_dir() or not m.is_file():
+            continue
+        try:
+            with m.open(newline="", encoding="utf-8") as fh:
+                rows = csv.DictReader(fh)
+                if not {"file", "repo"} <= set(rows.fieldnames or ()):
+                    continue
+                for r in rows:
+                    if r["file"] and r["repo"]:
+                        out[(Path(root) / r["file"]).resolve()] = r["repo"].strip()
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise SynthError(f"cannot read the corpus manifest {m}: {e}") from e
+    return out
 
 
 def mark_unfinished(out: Path, kind: str) -> None:
@@ -159,12 +216,14 @@ def _main_face(det: FaceDetector, img: np.ndarray, what: str) -> Face:
 
 
 def _animate_photo(
-    img: np.ndarray, face: Face, n: int, size: int, rng: np.random.Generator, border: int = cv2.BORDER_REFLECT101
+    img: np.ndarray, face: Face, n: int, size: int, rng: np.random.Generator, border: int = cv2.BORDER_CONSTANT
 ) -> list[np.ndarray]:
     """``n`` frames of a photo seen by a slowly moving camera, face ~1/3 of the frame.
 
-    Where the frame reaches past the photo, ``border`` fills it (OpenCV's border mode; the default mirrors
-    the photo, which repeats the face in mirror image around a small photo; `swaps` asks for black)."""
+    Where the frame reaches past the photo, ``border`` fills it (OpenCV's border mode). Black by default:
+    mirroring a small photo repeats its face around it, real copies beside a self-blended one, which is
+    footage no camera makes; and `swaps` (the held-apart set) frames its photos the same way, so training
+    and validation videos differ in how the face was forged, not in how the frame was filled."""
     fw = max(face.width, face.height)
     cx, cy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
     base = rng.uniform(0.28, 0.40) * size / fw  # face width as a fraction of the frame
@@ -359,6 +418,20 @@ def _source_frames(
 # --------------------------------------------------------------------------------------------------
 
 
+def _persons_and_corpora(summary: SynthSummary) -> dict[str, object]:
+    """What the marker and synth.json say about who and where the training footage came from."""
+    return {
+        # distinct persons among the used sources (0: unknown, no --exclude people file)
+        "persons": summary.persons,
+        # of those, used sources the people file gives no person (each counted as one person)
+        "persons_counted_alone": summary.persons_alone,
+        # source repositories of the used files, from the source folders' manifest.csv ([]: none known)
+        "corpora": summary.corpora,
+        # used files no manifest names, while some manifest named others
+        "without_corpus": summary.without_corpus,
+    }
+
+
 def _pairs_and_splits(n: int, rng: np.random.Generator) -> dict[str, list[list[str]]]:
     pairs = [[f"{2 * k:03d}", f"{2 * k + 1:03d}"] for k in range(n // 2)]
     order = rng.permutation(len(pairs))
@@ -379,12 +452,21 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
         "config": {**asdict(cfg), "out": str(out), "sources": [str(s) for s in cfg.sources],
                    "exclude": str(cfg.exclude) if cfg.exclude is not None else None}
     }  # fmt: skip
-    chosen: list[Path] = [Path(x) for x in cfg.sources]
+    chosen: list[Path] = []
+    if cfg.sources:
+        from .people import PeopleError, expand_sources
+
+        try:
+            chosen = expand_sources(cfg.sources)
+        except PeopleError as e:
+            raise SynthError(str(e)) from e
+    person: dict[Path, str | None] = {}
     if cfg.exclude is not None:  # read even without sources: a broken people file is an error, not "0 left out"
-        kept, summary.excluded, summary.unknown = excluded_sources(chosen, cfg.exclude)
+        kept, summary.excluded, summary.unknown, person = _exclude(chosen, cfg.exclude)
         if chosen and not kept:
             raise SynthError(f"every source belongs to a held-out person of {cfg.exclude}: none is left to train on")
         chosen = kept
+    corpus = corpus_of([s for s in cfg.sources if Path(s).is_dir()])
     try:  # after the checks above: a refused run leaves no folder behind
         out.mkdir(parents=True, exist_ok=True)
         mark_unfinished(out, "synth")
@@ -444,9 +526,22 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
             summary.frames += len(fakes)
             p = asdict(params)
             p["elastic"] = np.round(params.elastic, 4).tolist()
-            videos_meta[vid] = {"source": source_name, "frames": len(frames), "fake": name, "blend": p}
+            meta: dict[str, object] = {"source": source_name, "frames": len(frames), "fake": name, "blend": p}
+            if src is not None and cfg.exclude is not None:
+                meta["person"] = person.get(Path(src))  # None: not in the people file
+            if src is not None and corpus:
+                meta["corpus"] = corpus.get(Path(src).resolve())
+            videos_meta[vid] = meta
 
     summary.sources = len(used)
+    used_sources = [sources[k] for k in sorted(used)]
+    if cfg.exclude is not None:
+        summary.persons, summary.persons_alone = count_persons(used_sources, person)
+    if corpus:
+        repos = [corpus.get(Path(s).resolve()) if s is not None else None for s in used_sources]
+        summary.corpora = sorted({r for r in repos if r})
+        summary.without_corpus = [Path(s).name if s is not None else DEFAULT_SOURCE
+                                  for s, r in zip(used_sources, repos, strict=True) if not r]  # fmt: skip
     split_dir = out / "splits"
     split_dir.mkdir(parents=True, exist_ok=True)
     for s, pairs in splits.items():
@@ -457,6 +552,7 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
     manifest["skipped"] = [{"source": source, "reason": why} for source, why in summary.skipped]
     manifest["excluded"] = summary.excluded  # held-out persons' sources (--exclude)
     manifest["not_in_people_file"] = summary.unknown
+    manifest.update(_persons_and_corpora(summary))
     (out / "synth.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     marker = {
         "kind": "synth",
@@ -468,6 +564,7 @@ def synthesize(cfg: SynthConfig) -> SynthSummary:
     }
     if cfg.exclude is not None:
         marker["excluded_held_out"] = len(summary.excluded)
+    marker.update(_persons_and_corpora(summary))
     (out / SYNTH_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
     summary.seconds = time.perf_counter() - t0
     return summary
