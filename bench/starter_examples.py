@@ -58,7 +58,7 @@ def score_images(model: Path, data: Path) -> list[dict]:
     backend = runtime.load(model, device="cpu")
     meta = backend.meta
     rows = []
-    with FaceDetector("full") as det:
+    with FaceDetector() as det:  # as a scan detects (scanner.config defaults)
         for p in sorted((data / "images").iterdir()):
             if p.suffix.lower() not in (".png", ".jpg") or p.stem.endswith("_mask"):
                 continue

@@ -34,6 +34,7 @@ from acfd.schemas.cli import AcfdGroup
 from acfd.schemas.errors import AcfdError, OutputClosed, Terminated
 
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES
+from .config import DECODERS, DEFAULTS, DETECTORS, DEVICES
 from .text import printable
 
 EXIT_OK = 0
@@ -253,7 +254,7 @@ def validation_line(state: str) -> str:
                    "(https://...#sha256=HEX, hf://org/repo@REV/file), downloaded once [env ACFD_MODEL].")
 @click.option("--db", default="acfd.sqlite", show_default=True,
               help="Verdict store: an SQLite file or any SQLAlchemy URL.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(list(DEVICES)), default=DEFAULTS.device, show_default=True)
 @click.option("--fps", type=float, default=None, help="Frames sampled per second of video [default: 1].")
 @click.option("--frames", type=int, default=None, help="Sample N frames spread evenly over each video instead.")
 @click.option("--every-frame", is_flag=True, help="Take every frame (slow; for short clips and benchmarks).")
@@ -267,15 +268,15 @@ def validation_line(state: str) -> str:
 @click.option("--min-support", type=click.IntRange(min=1), default=None,
               help="Faces a person needs to flag a video on their own [default: max(2, 10% of the frames with "
                    "a face)]; 1 lets any single face flag it.")
-@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
-@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True,
+@click.option("--decoder", type=click.Choice(list(DECODERS)), default=DEFAULTS.decoder, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=DEFAULTS.timeout_s, show_default=True,
               help="Seconds a video's decoder may make no progress before it is killed (error row).")
-@click.option("--store-crops", type=int, default=3, show_default=True,
+@click.option("--store-crops", type=int, default=DEFAULTS.store_crops, show_default=True,
               help="Face crops (JPEG + attention map) stored per identity, most suspicious first.")
-@click.option("--detector", "detector_model", type=click.Choice(["full", "short", "auto"]), default="auto", show_default=True,
+@click.option("--detector", "detector_model", type=click.Choice(list(DETECTORS)), default=DEFAULTS.detector, show_default=True,
               help="BlazeFace model: full range (small and distant faces), short range, or auto (full, then short "
                    "range on frames where full finds no face).")
-@click.option("--min-face-score", type=float, default=0.5, show_default=True)
+@click.option("--min-face-score", type=float, default=DEFAULTS.min_face_score, show_default=True)
 @click.option("--worker-memory", "worker_memory_mb", type=int, default=None,
               help="Address-space limit per decode worker in MB (a runaway decoder becomes an error row).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

@@ -12,6 +12,7 @@ import click
 from acfd.schemas.card import FAKES_KINDS
 
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES
+from .config import DECODERS, DEFAULTS, DETECTORS, DEVICES
 from .text import printable
 
 
@@ -34,20 +35,20 @@ from .text import printable
 @click.option("--db", default=None,
               help="Keep the validation scans in this store (SQLite file or SQLAlchemy URL) [default: a temporary "
                    "file, deleted]; never your archive's store.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(list(DEVICES)), default=DEFAULTS.device, show_default=True)
 @click.option("--fps", type=float, default=None, help="Frames sampled per second of video [default: 1].")
 @click.option("--frames", type=int, default=None, help="Sample N frames spread evenly over each video instead.")
 @click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=DEFAULT_STRATEGY, show_default=True,
               help="How frame scores become an identity score (as for a scan).")
 @click.option("--min-support", type=click.IntRange(min=1), default=None,
               help="Faces a person needs to decide a video on their own (as for a scan).")
-@click.option("--detector", "detector_model", type=click.Choice(["full", "short", "auto"]), default="auto",
+@click.option("--detector", "detector_model", type=click.Choice(list(DETECTORS)), default=DEFAULTS.detector,
               show_default=True, help="BlazeFace model (as for a scan).")
-@click.option("--min-face-score", type=float, default=0.5, show_default=True)
-@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--min-face-score", type=float, default=DEFAULTS.min_face_score, show_default=True)
+@click.option("--decoder", type=click.Choice(list(DECODERS)), default=DEFAULTS.decoder, show_default=True)
 @click.option("--workers", type=int, default=None, help="Decode + face-detection processes [default: cores - 1].")
 @click.option("--batch-size", type=int, default=None, help="Crops per model call [default: as for a scan].")
-@click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=float, default=DEFAULTS.timeout_s, show_default=True,
               help="Seconds a video's decoder may make no progress before it is killed (error, left out).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def validate_cmd(quiet: bool, **kw: Any) -> int:

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from acfd.schemas.errors import AcfdError
 
+from .config import DEFAULTS, DETECTORS
+
 MODEL_FILES: dict[str, str] = {
     # BlazeFace short range: 128x128 input, faces within ~2 m of the camera (selfies, talking heads).
     "short": "face_detection_short_range.tflite",
@@ -37,7 +39,7 @@ MODEL_FILES: dict[str, str] = {
 # Detector modes: the two models, or "auto" = full range, then short range on a frame where full range
 # finds no face (close-ups that fill the frame, which full range misses; measured in docs/data.md).
 DetectorMode = Literal["full", "short", "auto"]
-DETECTOR_MODES: tuple[str, ...] = ("full", "short", "auto")
+DETECTOR_MODES: tuple[str, ...] = DETECTORS  # scanner.config: "full", "short", "auto"
 
 
 class FaceDetectorError(AcfdError):
@@ -133,7 +135,12 @@ class FaceDetector:
     stderr (fd 2) is captured for those milliseconds, to keep LiteRT's log lines off the terminal.
     """
 
-    def __init__(self, model: DetectorMode = "full", min_score: float = 0.5, max_side: int = 640) -> None:
+    def __init__(
+        self,
+        model: DetectorMode = DEFAULTS.detector,  # type: ignore[assignment]
+        min_score: float = DEFAULTS.min_face_score,
+        max_side: int = DEFAULTS.detect_max_side,
+    ) -> None:
         if model not in DETECTOR_MODES:
             raise FaceDetectorError(f"unknown face detector {model!r}: choose one of {', '.join(DETECTOR_MODES)}")
         if not 0.0 <= min_score <= 1.0:

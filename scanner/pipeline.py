@@ -36,6 +36,7 @@ from acfd.schemas.settings import error_key, verdict_key
 
 from . import worker as W
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale, aggregate
+from .config import DEFAULTS
 from .decode import Sampling
 from .discover import Candidate, discover, display_path
 from .faces import DETECTOR_MODES
@@ -84,8 +85,8 @@ class ScanConfig:
     model: str | None = None  # artifact path; None when a backend object is given to Scanner
     db: str = "acfd.sqlite"
     recursive: bool = False
-    device: str = "auto"
-    fps: float | None = 1.0
+    device: str = DEFAULTS.device
+    fps: float | None = DEFAULTS.fps
     frames: int | None = None
     batch_size: int | None = None  # None: the backend's max_batch, else 32 (GPU) / CPU_BATCH
     workers: int | None = None  # None: cores - 1, at least 1, at most 8
@@ -93,12 +94,12 @@ class ScanConfig:
     retry_errors: bool = False
     strategy: str = DEFAULT_STRATEGY
     min_support: int | None = None  # faces an identity needs to flag a video; None: max(2, 10% of face frames)
-    decoder: str = "auto"
-    timeout_s: float = 300.0  # a decode worker silent this long on one video is killed
-    store_crops: int = 3  # face crops (thumbnail + attention) kept per identity, highest scores
-    detector_model: str = "auto"  # full, short or auto; the same default as acfd-train prepare
-    min_face_score: float = 0.5
-    detect_max_side: int = 640
+    decoder: str = DEFAULTS.decoder
+    timeout_s: float = DEFAULTS.timeout_s  # a decode worker silent this long on one video is killed
+    store_crops: int = DEFAULTS.store_crops  # face crops (thumbnail + attention) kept per identity, highest scores
+    detector_model: str = DEFAULTS.detector  # full, short or auto; the same default as acfd-train prepare
+    min_face_score: float = DEFAULTS.min_face_score
+    detect_max_side: int = DEFAULTS.detect_max_side
     worker_memory_mb: int | None = None
     sniff: bool = True
     max_pending: int = 512  # crops waiting for the engine before the workers are held back

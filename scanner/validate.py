@@ -46,6 +46,7 @@ from acfd.schemas.errors import AcfdError
 from acfd.schemas.metrics import accuracy, auc, tar_at_far, threshold_at_far
 
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES
+from .config import DEFAULTS
 from .decode import Sampling
 from .discover import discover, display_path
 from .faces import DETECTOR_MODES
@@ -78,17 +79,17 @@ class ValidateConfig:
     set_threshold: bool = False
     out: str | None = None  # the new artifact; None: <stem>.validated-<UTC time><suffix> beside the model
     db: str | None = None  # keep the validation scan here; None: a temporary SQLite file
-    device: str = "auto"
-    fps: float | None = 1.0
+    device: str = DEFAULTS.device
+    fps: float | None = DEFAULTS.fps
     frames: int | None = None
     strategy: str = DEFAULT_STRATEGY
     min_support: int | None = None
-    detector_model: str = "auto"
-    min_face_score: float = 0.5
-    decoder: str = "auto"
+    detector_model: str = DEFAULTS.detector
+    min_face_score: float = DEFAULTS.min_face_score
+    decoder: str = DEFAULTS.decoder
     workers: int | None = None
     batch_size: int | None = None
-    timeout_s: float = 300.0
+    timeout_s: float = DEFAULTS.timeout_s
 
     def __post_init__(self) -> None:
         if self.fakes not in FAKES_KINDS:

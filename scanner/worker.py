@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import DEFAULTS
 from .decode import DecodeError, Sampling, _one_line
 
 # Message kinds sent by a worker: (kind, video_id, payload)
@@ -48,11 +49,11 @@ class WorkerConfig:
     sampling: Sampling
     crop_size: int
     crop_margin: float
-    decoder: str = "auto"  # auto | decord | pyav
+    decoder: str = DEFAULTS.decoder  # auto | decord | pyav
     gpu_decode: bool = False
-    detector_model: str = "auto"  # full | short | auto (acfd.scanner.faces.DETECTOR_MODES)
-    min_face_score: float = 0.5
-    detect_max_side: int = 640
+    detector_model: str = DEFAULTS.detector  # full | short | auto (acfd.scanner.faces.DETECTOR_MODES)
+    min_face_score: float = DEFAULTS.min_face_score
+    detect_max_side: int = DEFAULTS.detect_max_side
     memory_limit_mb: int | None = None  # RLIMIT_AS of each worker; None = no limit
     nice: int = 10  # niceness added in the worker: the engine gets the cores it shares with decoding
     quiet_native_logs: bool = True

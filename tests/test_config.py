@@ -1,0 +1,61 @@
+"""One table of scanner defaults (acfd.scanner.config): every place that takes a default reads it."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import fields
+
+import pytest
+from acfd.scanner.cli import main
+from acfd.scanner.cli_validate import validate_cmd
+from acfd.scanner.config import DEFAULTS, ScanDefaults
+from acfd.scanner.faces import FaceDetector
+from acfd.scanner.pipeline import ScanConfig
+from acfd.scanner.validate import ValidateConfig
+from acfd.scanner.worker import WorkerConfig
+
+# option name in the CLIs -> field of the defaults table
+OPTIONS = {"device": "device", "decoder": "decoder", "timeout_s": "timeout_s", "detector_model": "detector",
+           "min_face_score": "min_face_score"}  # fmt: skip
+
+
+def _defaults(obj: object) -> dict[str, object]:
+    return {f.name: f.default for f in fields(obj)}  # type: ignore[arg-type]
+
+
+def test_configs_take_their_defaults_from_the_table() -> None:
+    scan = _defaults(ScanConfig)
+    assert (scan["device"], scan["fps"], scan["decoder"], scan["timeout_s"], scan["detector_model"],
+            scan["min_face_score"], scan["detect_max_side"], scan["store_crops"]) == (
+        DEFAULTS.device, DEFAULTS.fps, DEFAULTS.decoder, DEFAULTS.timeout_s, DEFAULTS.detector,
+        DEFAULTS.min_face_score, DEFAULTS.detect_max_side, DEFAULTS.store_crops)  # fmt: skip
+    val = _defaults(ValidateConfig)
+    assert (val["device"], val["fps"], val["detector_model"], val["min_face_score"], val["decoder"],
+            val["timeout_s"]) == (DEFAULTS.device, DEFAULTS.fps, DEFAULTS.detector, DEFAULTS.min_face_score,
+                                  DEFAULTS.decoder, DEFAULTS.timeout_s)  # fmt: skip
+    work = _defaults(WorkerConfig)
+    assert (work["decoder"], work["detector_model"], work["min_face_score"], work["detect_max_side"]) == (
+        DEFAULTS.decoder, DEFAULTS.detector, DEFAULTS.min_face_score, DEFAULTS.detect_max_side)
+    # The face detector sees faces as a scan does unless told otherwise ("full" before: a scan used "auto").
+    det = inspect.signature(FaceDetector.__init__).parameters
+    assert (det["model"].default, det["min_score"].default, det["max_side"].default) == (
+        "auto", DEFAULTS.min_face_score, DEFAULTS.detect_max_side) and DEFAULTS.detector == "auto"
+
+
+@pytest.mark.parametrize("command", ["scan", "validate"])
+def test_cli_options_default_to_the_table(command: str) -> None:
+    cmd = main.commands["scan"] if command == "scan" else validate_cmd
+    opts = {p.name: p.default for p in cmd.params}
+    for option, field in OPTIONS.items():
+        assert opts[option] == getattr(DEFAULTS, field), option
+    if command == "scan":
+        assert opts["store_crops"] == DEFAULTS.store_crops
+
+
+@pytest.mark.parametrize(
+    "bad", [{"fps": 0.0}, {"fps": float("nan")}, {"device": "tpu"}, {"detector": "medium"},
+            {"min_face_score": 1.5}, {"timeout_s": 0.0}],  # fmt: skip
+)
+def test_the_table_is_validated(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        ScanDefaults(**bad)  # type: ignore[arg-type]
