@@ -293,7 +293,7 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     if every_frame:
         if kw["fps"] is not None or kw["frames"] is not None:
             raise click.UsageError("--every-frame excludes --fps and --frames")
-        kw["fps"] = 1000.0
+        kw["every_frame"] = True
     elif kw["frames"] is not None:
         if kw["fps"] is not None:
             raise click.UsageError("choose --fps or --frames, not both")

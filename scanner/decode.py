@@ -32,16 +32,22 @@ class DecodeError(AcfdError):
     """A file cannot be decoded as a video (the message is one line, fit for the ``error`` column)."""
 
 
+# A requested rate this high takes every frame of any real video (kept for --fps 5000 and old stores).
+EVERY_FRAME_FPS = 1000.0
+
+
 @dataclass(frozen=True)
 class Sampling:
-    """Which frames to take: ``fps`` per second of video, or ``frames`` spread evenly (exactly one)."""
+    """Which frames to take: ``fps`` per second of video, ``frames`` spread evenly, or ``every`` frame
+    (exactly one of the three: ``Sampling(fps=None, every=True)`` is :data:`EVERY_FRAME`)."""
 
     fps: float | None = 1.0
     frames: int | None = None
+    every: bool = False
 
     def __post_init__(self) -> None:
-        if (self.fps is None) == (self.frames is None):
-            raise DecodeError("choose exactly one of fps and frames")
+        if (self.fps is not None) + (self.frames is not None) + bool(self.every) != 1:
+            raise DecodeError("choose exactly one of fps, frames and every frame")
         if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
             raise DecodeError(f"fps must be positive, got {self.fps}")
         if self.frames is not None and self.frames < 1:
@@ -49,11 +55,17 @@ class Sampling:
 
     @property
     def every_frame(self) -> bool:
-        """True for a sampling rate so high that every frame is taken (``--fps 0`` is not allowed)."""
-        return self.fps is not None and self.fps >= 1000
+        """True when every frame is taken: asked for, or a rate so high that it amounts to it."""
+        return self.every or (self.fps is not None and self.fps >= EVERY_FRAME_FPS)
+
+    def describe(self) -> str:
+        """``every frame``, ``N frames per video`` or ``F frames/s``."""
+        if self.every_frame:
+            return "every frame"
+        return f"{self.frames} frames per video" if self.frames is not None else f"{self.fps:g} frames/s"
 
 
-EVERY_FRAME = Sampling(fps=1000.0)
+EVERY_FRAME = Sampling(fps=None, every=True)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ class ScanConfig:
     device: str = DEFAULTS.device
     fps: float | None = DEFAULTS.fps
     frames: int | None = None
+    every_frame: bool = False  # take every frame (fps and frames are then not used)
     batch_size: int | None = None  # None: the backend's max_batch, else 32 (GPU) / CPU_BATCH
     workers: int | None = None  # None: cores - 1, at least 1, at most 8
     rescan: bool = False
@@ -131,10 +132,14 @@ class ScanConfig:
             raise ScanError("store_crops must be >= 0")
         if self.detector_model not in DETECTOR_MODES:
             raise ScanError(f"unknown face detector {self.detector_model!r}: choose one of {', '.join(DETECTOR_MODES)}")
-        Sampling(self.fps, self.frames)  # validates
+        if self.every_frame and self.frames is not None:
+            raise ScanError("every frame excludes frames per video")
+        _ = self.sampling  # validates
 
     @property
     def sampling(self) -> Sampling:
+        if self.every_frame:
+            return Sampling(fps=None, every=True)
         return Sampling(self.fps, self.frames)
 
     @property

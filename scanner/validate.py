@@ -119,7 +119,7 @@ class ValidateConfig:
     @property
     def settings(self) -> dict[str, Any]:
         """What shapes a video's score, recorded with the evaluation (JSON types only)."""
-        sampling = f"{self.frames} frames per video" if self.frames is not None else f"{self.fps:g} frames/s"
+        sampling = Sampling(self.fps, self.frames).describe()
         return {
             "sampling": sampling, "strategy": self.strategy, "min_support": self.min_support,
             "detector": self.detector_model, "min_face_score": self.min_face_score,

@@ -40,7 +40,9 @@ EVERY_FRAME_FPS = 1000.0  # a sampling rate this high takes every frame
 def _canonical(args: Mapping[str, Any], names: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: args.get(k, default) for k, default in names.items()}
     fps = out.get("fps")
-    if out.get("frames") is not None:
+    if args.get("every_frame"):  # ScanConfig.every_frame: the same setting as a rate of EVERY_FRAME_FPS
+        out["fps"], out["frames"] = "every", None
+    elif out.get("frames") is not None:
         out["fps"] = None  # frames mode: the fps value does not matter
     elif fps is not None and float(fps) >= EVERY_FRAME_FPS:
         out["fps"] = "every"

@@ -59,3 +59,23 @@ def test_cli_options_default_to_the_table(command: str) -> None:
 def test_the_table_is_validated(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         ScanDefaults(**bad)  # type: ignore[arg-type]
+
+
+def test_every_frame_is_a_sampling_mode_not_a_magic_rate() -> None:
+    import numpy as np
+    from acfd.scanner.decode import EVERY_FRAME, DecodeError, Sampling, select_indices
+    from acfd.schemas.settings import verdict_key
+
+    assert EVERY_FRAME == Sampling(fps=None, every=True) and EVERY_FRAME.fps is None
+    assert EVERY_FRAME.every_frame and EVERY_FRAME.describe() == "every frame"
+    assert select_indices(np.arange(7) / 25.0, EVERY_FRAME) == list(range(7))
+    with pytest.raises(DecodeError, match="exactly one"):
+        Sampling(fps=1.0, every=True)
+    cfg = ScanConfig(paths=("x",), every_frame=True, fps=None)
+    assert cfg.sampling == EVERY_FRAME
+    with pytest.raises(Exception, match="excludes"):
+        ScanConfig(paths=("x",), every_frame=True, fps=None, frames=8)
+    # resume: a store written when --every-frame was stored as fps 1000 keeps its verdicts
+    new = cfg.as_args()
+    assert verdict_key(new) == verdict_key({"fps": 1000.0}) != verdict_key({"fps": 1.0})
+    assert Sampling(fps=2.0).describe() == "2 frames/s" and Sampling(fps=None, frames=8).describe() == "8 frames per video"
