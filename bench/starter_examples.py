@@ -51,11 +51,9 @@ def score_videos(model: Path, data: Path) -> list[dict]:
     return sorted(rows, key=lambda r: r["example"])
 
 
-def score_images(model: Path, data: Path) -> list[dict]:
-    from acfd.engine import runtime
+def score_images(backend, data: Path) -> list[dict]:  # noqa: ANN001 - an acfd.engine backend
     from acfd.scanner.faces import FaceDetector, crop, crop_box, largest_face
 
-    backend = runtime.load(model, device="cpu")
     meta = backend.meta
     rows = []
     with FaceDetector() as det:  # as a scan detects (scanner.config defaults)
@@ -73,7 +71,6 @@ def score_images(model: Path, data: Path) -> list[dict]:
             s = float(backend.infer(x[None]).score[0])
             rows.append({"example": p.name, "truth": image_label(p.name), "score": s,
                          "label": "fake" if s > meta.threshold else "real", "how": how})  # fmt: skip
-    backend.close()
     return rows
 
 
@@ -84,9 +81,10 @@ def score_images(model: Path, data: Path) -> list[dict]:
 def main(model: Path, name: str, data: Path) -> None:
     from acfd.engine import runtime
 
-    with runtime.load(model, device="cpu") as b:
+    rows = score_videos(model, data)
+    with runtime.load(model, device="cpu") as b:  # loaded once, for the images
         threshold = b.meta.threshold
-    rows = score_videos(model, data) + score_images(model, data)
+        rows += score_images(b, data)
     print(f"model {model} (threshold {threshold:.4g})")
     print(f"{'example':<48} {'truth':<5} {'score':>8} {'label':<8} how")
     for r in rows:

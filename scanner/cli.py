@@ -204,7 +204,7 @@ def starter_line(card: ModelCard | None) -> str:
     no model was given. Every part holds when a field is unknown: it is then left out, not guessed."""
     t = card.training if card is not None else None
     if t is not None and t.kind == "synth":
-        persons = getattr(t, "persons", 0)  # 0: unknown
+        persons = t.persons  # 0: unknown
         who = f"{persons} real {'person' if persons == 1 else 'people'}" if persons else "real people"
         trained = f"trained on self-blends of {who}"
     else:
@@ -213,7 +213,7 @@ def starter_line(card: ModelCard | None) -> str:
     if ev is None:
         checked = "never evaluated: its verdicts are not evidence"
     else:
-        if getattr(ev, "kind", "") == EVAL_SWAPS:
+        if ev.kind == EVAL_SWAPS:
             what = "synthetic face swaps"
         else:
             what = "real forgeries" if ev.fakes == FAKES_REAL else "synthetic forgeries"

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from acfd.schemas import db
-from acfd.schemas.artifact import ArtifactMeta, project_version
+from acfd.schemas.artifact import ArtifactError, ArtifactMeta, project_version
 from acfd.schemas.errors import AcfdError, OutputClosed
 from acfd.schemas.hashing import content_hash
 from acfd.schemas.settings import error_key, verdict_key
@@ -252,7 +252,14 @@ class Scanner:
             if not spec:
                 spec = default_model()
                 self.starter = True
-            backend = load_backend(spec, cfg.device, progress=progress)
+            try:
+                backend = load_backend(spec, cfg.device, progress=progress)
+            except ArtifactError as e:
+                if not self.starter:
+                    raise
+                # e.g. a Git LFS pointer where the file should be: say what to do, not only what broke
+                raise ScanError(f"the packaged starter model is damaged ({e}); reinstall acfd, or give "
+                                "--model (or $ACFD_MODEL)") from e
             # What is stored (models.path, the scan's arguments) is the spec as given, minus any password.
             cfg = dataclasses.replace(cfg, model=public_spec(spec))
         self.cfg = cfg

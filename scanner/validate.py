@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from acfd.schemas import db
 from acfd.schemas.card import (
+    DATASET_MARKER,
     EVAL_SWAPS,
     EVAL_SYNTH,
     FAKES_KINDS,
@@ -56,7 +57,6 @@ from .results import VideoResult
 TOOL = "acfd-scan validate"
 # The file `acfd-train synth` and `acfd-train swaps` leave in their dataset root (the scanner does not
 # import the trainer, so the name is repeated here; a test checks both agree).
-DATASET_MARKER = "acfd-synth.json"
 DEFAULT_FAR = 0.01
 REPORTED_FARS = (0.01, 0.001)  # TAR at 1% and at 0.1% FAR
 REAL, FAKE = "real", "fake"

@@ -33,6 +33,9 @@ MIN_VIDEOS_PER_CLASS = 20
 CHANCE_AUC = 0.6
 
 VALIDATION_NONE = "none"
+# The file an acfd-made dataset (`acfd-train synth` or `swaps` output) carries at its root: its kind and how
+# its forgeries were made. Written by the training stack, read by `prepare` and by `acfd-scan validate`.
+DATASET_MARKER = "acfd-synth.json"
 VALIDATION_SYNTHETIC = "synthetic"
 VALIDATION_REAL = "real"
 VALIDATION_STATES = (VALIDATION_NONE, VALIDATION_SYNTHETIC, VALIDATION_REAL)

@@ -137,6 +137,24 @@ def test_a_missing_starter_stops_with_how_to_get_a_model(use_starter, tmp_path):
         pipeline.default_model()
 
 
+def test_a_damaged_starter_says_reinstall_in_one_line(use_starter, tmp_path):
+    # what a clone without Git LFS leaves where a large file should be: a short text pointer
+    damaged = tmp_path / "pkg" / "starter.onnx"
+    damaged.parent.mkdir()
+    damaged.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 41957556\n")
+    use_starter(damaged)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"")
+    r = CliRunner().invoke(main, [str(video), "--db", str(tmp_path / "d.sqlite")])
+    assert r.exit_code == 4, r.output
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: the packaged starter model is damaged (")
+    assert str(damaged) in err[0] and err[0].endswith("reinstall acfd, or give --model (or $ACFD_MODEL)")
+    # a damaged model the user named is their file: the plain error, no advice to reinstall acfd
+    r = CliRunner().invoke(main, [str(video), "--db", str(tmp_path / "e.sqlite"), "--model", str(damaged)])
+    assert r.exit_code == 4 and "reinstall" not in r.stderr and str(damaged) in r.stderr
+
+
 def test_default_model_is_the_starter_when_present(use_starter, tmp_path):
     f = tmp_path / "starter.onnx"
     f.write_bytes(b"x")

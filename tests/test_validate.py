@@ -276,7 +276,7 @@ SWAPS_MARKER = {"kind": "swaps", "forgeries": "synthetic", "method": "FaceSwapLa
 def test_the_dataset_marker_is_found_above_the_fake_folder(tmp_path) -> None:
     from acfd.train.synth import SYNTH_MARKER
 
-    assert DATASET_MARKER == SYNTH_MARKER  # the scanner repeats the trainer's file name
+    assert DATASET_MARKER == SYNTH_MARKER  # one name, defined in schemas.card
     deep = tmp_path / "set" / "manipulated_sequences" / "FaceSwapLandmarks" / "c23" / "videos"
     deep.mkdir(parents=True)
     cfg = ValidateConfig(model="m.onnx", real="r", fake=str(deep), fakes="synthetic")

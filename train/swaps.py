@@ -61,6 +61,7 @@ from .synth import (
     _main_face,
     _read_image,
     _skipped_text,
+    clip_options_problem,
     fill_from_nearest,
     mark_unfinished,
 )
@@ -104,12 +105,9 @@ class SwapConfig:
             raise SwapError("--half needs --people: the halves are cut by person, and only a people file knows persons")
         if self.pairs < 1 or self.pairs > 500:
             raise SwapError(f"--pairs must be in 1..500 (three-digit FF++ ids), got {self.pairs}")
-        if self.frames < 1:
-            raise SwapError(f"--frames must be >= 1, got {self.frames}")
-        if self.size < 64 or self.size % 2:
-            raise SwapError(f"frame size must be an even number >= 64, got {self.size}")
-        if self.detector not in ("short", "full"):
-            raise SwapError(f"detector must be 'short' or 'full', got {self.detector!r}")
+        problem = clip_options_problem(self.frames, self.size, self.detector)
+        if problem:
+            raise SwapError(problem)
         if not self.sources and self.people is None:
             raise SwapError("give --source (photos, videos or folders) or --people (a people file), or both")
         for s in self.sources:

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from acfd.scanner.faces import Face, FaceDetector, crop, crop_box, largest_face
+from acfd.schemas.card import DATASET_MARKER
 from acfd.schemas.errors import AcfdError
 
 from .ffpp import SPLITS, SYNTH_METHOD, iter_frames, ranked_splits, write_video
@@ -34,12 +35,24 @@ from .people import is_image
 
 LEVELS: tuple[str, ...] = ("c0", "c23", "c40")
 # Marker in the dataset root: what kind of data this is (an FF++ root has none).
-SYNTH_MARKER = "acfd-synth.json"
+SYNTH_MARKER = DATASET_MARKER  # (schemas.card: the scanner reads it too)
 DEFAULT_SOURCE = "skimage.data.astronaut"
 
 
 class SynthError(AcfdError):
     """A synth option or source is unusable."""
+
+
+def clip_options_problem(frames: int, size: int, detector: str) -> str | None:
+    """What is wrong with the clip options `synth` and `swaps` share (frames, square frame side, face
+    detector), or None."""
+    if frames < 1:
+        return f"--frames must be >= 1, got {frames}"
+    if size < 64 or size % 2:
+        return f"frame size must be an even number >= 64, got {size}"
+    if detector not in ("short", "full"):
+        return f"detector must be 'short' or 'full', got {detector!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -61,12 +74,9 @@ class SynthConfig:
             raise SynthError(f"--videos must be an even number >= 2 (FF++ pairs), got {self.videos}")
         if self.videos > 1000:
             raise SynthError("--videos must be at most 1000 (three-digit FF++ ids)")
-        if self.frames < 1:
-            raise SynthError(f"--frames must be >= 1, got {self.frames}")
-        if self.size < 64 or self.size % 2:
-            raise SynthError(f"frame size must be an even number >= 64, got {self.size}")
-        if self.detector not in ("short", "full"):
-            raise SynthError(f"detector must be 'short' or 'full', got {self.detector!r}")
+        problem = clip_options_problem(self.frames, self.size, self.detector)
+        if problem:
+            raise SynthError(problem)
         for s in self.sources:
             if not Path(s).exists():
                 raise SynthError(f"source not found: {s}")
