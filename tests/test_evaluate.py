@@ -65,6 +65,54 @@ def test_accuracy_pbca_and_video_scores_by_hand() -> None:
     assert np.isnan(one["auc"]) and metrics.jsonable(one)["auc"] is None
 
 
+def test_summarize_with_enough_reals_to_resolve_both_fars() -> None:
+    """20000 reals (scores 0..19999) resolve FAR 0.1% (20 false accepts) and 0.01% (2); by hand."""
+    reals = np.arange(20000, dtype=np.float64)
+    fakes = np.array([30000, 19999.5, 19990, 19980, 19979, 100], dtype=np.float64)
+    y = np.r_[np.zeros(reals.size, np.int64), np.ones(fakes.size, np.int64)]
+    s = np.r_[reals, fakes]
+    out = metrics.summarize(y, s, 19989.5)
+    assert (out["n"], out["n_real"], out["n_fake"]) == (20006, 20000, 6)
+    # ACC: reals 19990..19999 and fakes 19979, 19980, 100 are wrong
+    assert out["acc"] == pytest.approx((19990 + 3) / 20006)
+    # AUC: per fake, reals below + half the tied ones: 20000, 20000, 19990.5, 19980.5, 19979.5, 100.5
+    assert out["auc"] == pytest.approx(100051 / (6 * 20000))
+    # FAR 0.1%: at t = 19980 (fake iff >= t) reals 19980..19999 pass (20 = 0.1%), so do 4 fakes
+    assert (out["tar_0.1"], out["tar_0.1_threshold"]) == (pytest.approx(4 / 6), 19980.0)
+    # FAR 0.01%: 2 reals may pass; 2 fakes do, first at t = 19999.5 (0 reals), still at 19998 (2)
+    assert (out["tar_0.01"], out["tar_0.01_threshold"]) == (pytest.approx(2 / 6), 19999.5)
+    assert out["far_resolution"] == pytest.approx(5e-5) and out["pbca"] is None
+    # the scanner's form (fake iff score > t) gives the same TAR at 0.1%, with t one real lower
+    assert metrics.threshold_at_far(y, s, 1e-3) == (19979.0, pytest.approx(4 / 6), pytest.approx(1e-3))
+    # and the same numbers from the definitions, by brute force over every candidate threshold
+    for far, key in ((1e-3, "tar_0.1"), (1e-4, "tar_0.01")):
+        assert _brute_tar(y, s, far) == (pytest.approx(out[key]), out[f"{key}_threshold"])
+
+
+def test_metrics_agree_with_their_definitions_on_tied_random_scores() -> None:
+    """Integer scores (many ties) and 3000 reals: AUC as P(fake > real) + ties / 2, TAR by brute force."""
+    rng = np.random.default_rng(11)
+    y = np.r_[np.zeros(3000, np.int64), np.ones(400, np.int64)]
+    s = np.r_[rng.integers(0, 60, 3000), rng.integers(30, 90, 400)].astype(np.float64)
+    assert metrics.auc(y, s) == pytest.approx(_pairwise_auc(y, s), abs=1e-12)
+    for far in (1e-3, 1e-2, 0.1):
+        tar, thr = metrics.tar_at_far(y, s, far)
+        assert (tar, thr) == (pytest.approx(_brute_tar(y, s, far)[0]), _brute_tar(y, s, far)[1]), far
+        assert np.mean(s[y == 0] >= thr) <= far  # the reported point keeps its promise
+    assert metrics.accuracy(y, s, 45.0) == pytest.approx(float(np.mean((s > 45.0) == (y == 1))))
+
+
+def _brute_tar(y: np.ndarray, s: np.ndarray, far: float) -> tuple[float, float]:
+    """(TAR, threshold): the best TPR over thresholds t (fake iff s >= t, t from +inf down through the
+    distinct scores) whose FPR <= far; the highest such t on a tie."""
+    reals, fakes = s[y == 0], s[y == 1]
+    best = (0.0, float("inf"))
+    for t in sorted(set(s.tolist()), reverse=True):
+        if np.mean(reals >= t) <= far and np.mean(fakes >= t) > best[0]:
+            best = (float(np.mean(fakes >= t)), t)
+    return best
+
+
 # -- evaluate ---------------------------------------------------------------------------------------
 def test_evaluate_matches_a_direct_computation(tmp_path: Path) -> None:
     torch.manual_seed(0)
@@ -99,12 +147,23 @@ def test_evaluate_matches_a_direct_computation(tmp_path: Path) -> None:
     target = mask_to_map(b.mask, m.shape[-1]).numpy()
     assert 0 < int((s > 9.05).sum()) < s.size and float(np.mean((s > 9.05) == y)) != 0.5
     assert res.frame["acc"] == pytest.approx(float(np.mean((s > 9.05) == y)))
-    assert res.frame["auc"] == pytest.approx(metrics.auc(y, s))
+    assert res.frame["auc"] == pytest.approx(_pairwise_auc(y, s))
+    # 4 reals: FAR 0.1% and 0.01% both mean FAR 0, i.e. fakes strictly above every real
+    tar0 = float(np.mean(s[y == 1] > s[y == 0].max()))
+    assert (res.frame["tar_0.1"], res.frame["tar_0.01"]) == (pytest.approx(tar0), pytest.approx(tar0))
+    assert res.frame["far_resolution"] == pytest.approx(1 / 4)
     assert res.frame["pbca"] == pytest.approx(float(np.mean((m.numpy() > 0.5) == (target > 0.5))))
     assert res.video["n"] == 4 and res.frame["n"] == 8 and res.threshold == pytest.approx(9.05)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["frame"]["auc"] == pytest.approx(res.frame["auc"])
-    assert "TAR0.1%" in table(res) and "video" in table(res)
+    # the table prints those numbers as percentages, one row per level, counts last
+    text = table(res)
+    frame_row = next(ln for ln in text.splitlines() if " frame " in ln)
+    pct = [f"{100 * res.frame[k]:.2f}" for k in FIVE]
+    assert frame_row.split()[-6:] == [*pct, "4r/4f"], text
+    assert text.splitlines()[0].split()[-6:] == ["ACC", "AUC", "TAR0.1%", "TAR0.01%", "PBCA", "n"]
+    assert "preset paper, split test, threshold 9.05 (distance score)" in text
+    assert "4 real frames resolve FAR only down to 25%" in text
     # predict() leaves out fakes whose mask is not ground truth from PBCA
     ds.items[1]["mask_valid"] = False
     pred = predict(model.lq_branch(), DataLoader(ds, batch_size=8), cfg, torch.device("cpu"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -260,3 +262,114 @@ def test_config_validation_and_hash() -> None:
         TrainConfig.from_dict({**a.to_dict(), "extra": 1})
     with pytest.raises(ConfigError, match="version"):
         TrainConfig.from_dict({**a.to_dict(), "version": "x"})
+
+
+# -- values, not shapes ----------------------------------------------------------------------------
+def test_attention_conv_by_hand() -> None:
+    """A 3x3 conv (zero padding) + sigmoid on a constant map: every value is computable by hand."""
+    from acfd.train.model import AttentionLayer
+
+    layer = AttentionLayer(4, "conv", 3).eval()
+    with torch.no_grad():
+        layer.conv.weight.fill_(0.1)
+        layer.conv.bias.fill_(-0.5)
+        m = layer(torch.ones(1, 4, 5, 5))
+    assert m.shape == (1, 1, 5, 5)
+    # 4 channels x (3x3 taps inside the map) x 0.1 - 0.5: corners see 2x2 taps, edges 2x3, inside 3x3
+    corner, edge, inside = (1 / (1 + math.exp(-(4 * k * 0.1 - 0.5))) for k in (4, 6, 9))
+    expect = torch.full((5, 5), inside)
+    expect[0, :] = expect[-1, :] = expect[:, 0] = expect[:, -1] = edge
+    expect[0, 0] = expect[0, -1] = expect[-1, 0] = expect[-1, -1] = corner
+    torch.testing.assert_close(m[0, 0], expect, rtol=0, atol=1e-6)
+    assert (corner, edge, inside) == pytest.approx((0.7503, 0.8699, 0.9569), abs=1e-4)
+    # the authors' separable form: depthwise 3x3 (weights 1) then pointwise to 1 channel (weights 0.25)
+    sep = AttentionLayer(4, "separable", 3).eval()
+    with torch.no_grad():
+        sep.conv.conv1.weight.fill_(1.0)
+        sep.conv.pointwise.weight.fill_(0.25)
+        ms = sep(torch.ones(1, 4, 5, 5))
+    # each channel: k ones; pointwise: 4 x 0.25 x k = k, no bias
+    torch.testing.assert_close(ms[0, 0, 2, 2], torch.tensor(1 / (1 + math.exp(-9))), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ms[0, 0, 0, 0], torch.tensor(1 / (1 + math.exp(-4))), rtol=0, atol=1e-6)
+
+
+def test_model_attention_is_the_sigmoid_of_its_conv(paper: tuple[TwoBranchXception, TrainConfig]) -> None:
+    model, _ = paper
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out_h, out_l = model(x, x)
+        pre_l = torch.nn.functional.conv2d(
+            out_l.v, model.lq_attention.conv.weight, model.lq_attention.conv.bias, padding=1
+        )
+        pre_h = model.hq_attention.conv(out_h.v)
+    # M = sigmoid(conv(V)), each branch through its own layer
+    torch.testing.assert_close(out_l.m, torch.sigmoid(pre_l), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out_h.m, torch.sigmoid(pre_h), rtol=0, atol=1e-6)
+    # the logits are not all saturated, so the comparison above is not 0 == 0 or 1 == 1
+    assert float(pre_l.abs().min()) < 5.0 and 0.0 < float(out_l.m.min()) and float(out_l.m.max()) < 1.0
+
+
+def test_eval_forward_is_deterministic_and_per_crop(paper: tuple[TwoBranchXception, TrainConfig]) -> None:
+    """Eval mode: the same crop gives the same embedding every time and whatever else is in its batch
+    (batch norm uses running statistics); train mode does not (batch statistics)."""
+    model, _ = paper
+    branch = model.lq_branch()
+    x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        c1, m1 = branch(x)
+        c2, m2 = branch(x.clone())
+        c_one, m_one = branch(x[1:2])
+    assert torch.equal(c1, c2) and torch.equal(m1, m2)
+    torch.testing.assert_close(c_one[0], c1[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(m_one[0], m1[1], rtol=1e-5, atol=1e-6)
+    trained = copy.deepcopy(model).train()  # a copy: train mode updates running statistics
+    with torch.no_grad():
+        c_train, _ = trained.lq_branch()(x)
+    assert (c_train - c1).abs().max().item() > 1e-3
+
+
+def test_lq_only_forward_is_the_lq_part_of_the_two_branch_forward(
+    paper: tuple[TwoBranchXception, TrainConfig],
+) -> None:
+    model, _ = paper
+    g = torch.Generator().manual_seed(8)
+    x, other = torch.randn(2, 3, SIZE, SIZE, generator=g), torch.randn(2, 3, SIZE, SIZE, generator=g)
+    with torch.no_grad():
+        none_h, only_l = model(None, x)
+        out_h, out_l = model(other, x)
+        c, m = model.lq_branch()(x)
+    assert none_h is None and out_h is not None
+    # the HQ input has no influence on the LQ outputs; LQBranch is that path
+    for a, b in ((only_l.v, out_l.v), (only_l.m, out_l.m), (only_l.c, out_l.c), (only_l.c, c), (only_l.m, m)):
+        assert torch.equal(a, b)
+    assert not torch.allclose(out_h.c, out_l.c)  # other input, other embedding
+    # the HQ path: HQ head, HQ attention, then the same tail
+    with torch.no_grad():
+        assert torch.equal(out_h.c, model.tail(out_h.v * out_h.m))
+
+
+def test_tail_is_shared_and_heads_are_distinct_parameters(paper: tuple[TwoBranchXception, TrainConfig]) -> None:
+    model, _ = paper
+    assert model.hq_head is not None and model.hq_attention is not None
+    ids = {name: {id(p) for p in mod.parameters()} for name, mod in (
+        ("lq_head", model.lq_head), ("hq_head", model.hq_head), ("lq_att", model.lq_attention),
+        ("hq_att", model.hq_attention), ("tail", model.tail),
+    )}  # fmt: skip
+    assert not ids["lq_head"] & ids["hq_head"] and not ids["lq_att"] & ids["hq_att"]
+    ptrs = lambda mod: {p.data_ptr() for p in mod.parameters()}  # noqa: E731
+    assert not ptrs(model.lq_head) & ptrs(model.hq_head)  # no storage shared either
+    # the tail is one set of tensors: counted once among the model's parameters
+    n = sum(1 for _ in model.parameters())
+    assert n == sum(len(v) for v in ids.values()) + len(list(model.critic.parameters()))
+    # a loss on one branch reaches that branch's head and the (shared) tail, never the other head
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(9))
+    try:
+        for side, own, other in (("hq", model.hq_head, model.lq_head), ("lq", model.lq_head, model.hq_head)):
+            model.zero_grad(set_to_none=True)
+            out = model.hq(x) if side == "hq" else model.lq(x)
+            out.c.norm(dim=1).sum().backward()
+            assert all(p.grad is None for p in other.parameters()), side
+            assert float(own.conv1.weight.grad.abs().sum()) > 0, side
+            assert float(model.tail.conv4.pointwise.weight.grad.abs().sum()) > 0, side
+    finally:
+        model.zero_grad(set_to_none=True)

@@ -143,8 +143,9 @@ def test_synth_exclude_refuses_when_nothing_is_left(photos, tmp_path):
     assert len(held) == 1
     res = CliRunner().invoke(main, ["synth", str(tmp_path / "s"), "--videos", "2", "--frames", "2", "--size", "64",
                                     "--source", str(held[0]), "--exclude", str(people)])  # fmt: skip
-    assert res.exit_code != 0
-    assert "every source belongs to a held-out person" in res.output
+    assert res.exit_code == 1, res.output
+    (line,) = res.output.strip().splitlines()
+    assert line.startswith("Error: ") and "every source belongs to a held-out person" in line
     assert not (tmp_path / "s").exists()  # refused before anything was written
 
 

@@ -112,7 +112,9 @@ def test_file_names_with_uri_characters(populated, tmp_path):
     r = cli("query", "SELECT COUNT(*) AS n FROM videos", "--db", str(odd), "--format", "json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == [{"n": 13}]
-    assert cli("query", "DELETE FROM videos", "--db", str(odd)).exit_code == 4
+    r = cli("query", "DELETE FROM videos", "--db", str(odd))
+    assert r.exit_code == 4, r.output
+    assert r.stderr.startswith("Error: refused: acfd-scan query is read-only") and r.stdout == ""
     assert _digest(odd) == before
 
 

@@ -39,6 +39,7 @@ def test_ctrl_c_stops_a_runaway_query(populated):
     assert p.returncode == 130, err
     assert time.monotonic() - t0 < 10
     assert "Traceback" not in err and out == ""
+    assert err.strip().splitlines()[-1].startswith("Aborted: what was committed is kept"), err
 
 
 def test_sigterm_stops_a_runaway_query_like_other_commands(populated):
