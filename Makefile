@@ -62,6 +62,8 @@ STARTER_VAL_FRAMES ?= 16
 STARTER_SEED ?= 0
 STARTER_HOLDOUT ?= 0.3
 STARTER_CROP ?= 192
+# more options for the four validation scans, e.g. --workers 4 or --device cuda
+STARTER_SCAN_ARGS ?=
 STARTER_NOTE ?= acfd starter model: trained on self-blends of real people's photos and clips from public \
 repositories (the training data lists them), validated on synthetic face swaps of other people only, never on \
 real deepfakes; a starter, not an oracle. Terms: research and evaluation use, those of its training data \
@@ -99,17 +101,17 @@ $(S)/model.fp16.onnx: $(S)/run/done
 $(S)/selected.onnx: $(S)/model.fp16.onnx $(D)/swaps-selection/swaps.json
 	rm -f $(S)/selected-c23.onnx  # validate never overwrites: an interrupted step starts again
 	$(SCAN) validate -q --model $< --real $(D)/swaps-selection/$(SWAPREAL)/c23 \
-		--fake $(D)/swaps-selection/$(SWAPFAKE)/c23 --fakes synthetic --frames $(STARTER_VAL_FRAMES) --out $(S)/selected-c23.onnx
+		--fake $(D)/swaps-selection/$(SWAPFAKE)/c23 --fakes synthetic --frames $(STARTER_VAL_FRAMES) $(STARTER_SCAN_ARGS) --out $(S)/selected-c23.onnx
 	$(SCAN) validate -q --model $(S)/selected-c23.onnx --real $(D)/swaps-selection/$(SWAPREAL)/c40 \
-		--fake $(D)/swaps-selection/$(SWAPFAKE)/c40 --fakes synthetic --frames $(STARTER_VAL_FRAMES) --far $(STARTER_FAR) --set-threshold --out $@
+		--fake $(D)/swaps-selection/$(SWAPFAKE)/c40 --fakes synthetic --frames $(STARTER_VAL_FRAMES) $(STARTER_SCAN_ARGS) --far $(STARTER_FAR) --set-threshold --out $@
 
 # Test half, touched once per recipe: the figure reported.
 $(S)/starter.onnx: $(S)/selected.onnx $(D)/swaps-test/swaps.json
 	rm -f $(S)/test-c23.onnx
 	$(SCAN) validate -q --model $< --real $(D)/swaps-test/$(SWAPREAL)/c23 \
-		--fake $(D)/swaps-test/$(SWAPFAKE)/c23 --fakes synthetic --frames $(STARTER_VAL_FRAMES) --out $(S)/test-c23.onnx
+		--fake $(D)/swaps-test/$(SWAPFAKE)/c23 --fakes synthetic --frames $(STARTER_VAL_FRAMES) $(STARTER_SCAN_ARGS) --out $(S)/test-c23.onnx
 	$(SCAN) validate -q --model $(S)/test-c23.onnx --real $(D)/swaps-test/$(SWAPREAL)/c40 \
-		--fake $(D)/swaps-test/$(SWAPFAKE)/c40 --fakes synthetic --frames $(STARTER_VAL_FRAMES) --out $@
+		--fake $(D)/swaps-test/$(SWAPFAKE)/c40 --fakes synthetic --frames $(STARTER_VAL_FRAMES) $(STARTER_SCAN_ARGS) --out $@
 
 starter-select: $(S)/selected.onnx
 starter-model: $(S)/starter.onnx

@@ -9,7 +9,7 @@ the identities with ``bench/identity_labels.json`` (every detected face of these
 person by looking at the crops). Each (video, sampling) is decoded and every face described once (its
 embedding, glance and appearance); the trackers replay the same faces, so all modes see the same
 detections, and a mode's embedded share counts the embeddings its tracker asked for. The worker's
-per-video function (``acfd.scanner.worker._process_video``) is run too on the multi-person clips, for
+per-video stage (``acfd.scanner.stages.frames_with_faces``) is run too on the multi-person clips, for
 every mode at 1 frame/s and for ``face`` and ``face-every`` at 5 frame/s: its identities must equal
 the replay's (a check that the bench measures what the scanner does), and its ``t_detect`` (detection
 and identities) is that stage's real time per video.
@@ -355,16 +355,9 @@ def write_sheets(out: Path, rel: str, fps: float, frames: list[list[Det]], ids: 
 
 
 def worker_check(data: Path, rel: str, fps: float, frames: list[list[Det]], mode: str) -> dict:
-    """The worker's per-video function on one clip: whether it gives the replay's identities, its faces,
+    """The frames stage on one clip: whether it gives the replay's identities, its faces,
     the faces it embedded and its ``t_detect`` (detection, descriptors and tracking: wall seconds)."""
-    from acfd.scanner import identity, worker
-
-    class Sink:
-        def __init__(self) -> None:
-            self.msgs: list = []
-
-        def send(self, m: object) -> None:
-            self.msgs.append(m)
+    from acfd.scanner import identity, stages
 
     calls = [0]
     real = identity.FaceEmbedder.embed_chip
@@ -373,20 +366,21 @@ def worker_check(data: Path, rel: str, fps: float, frames: list[list[Det]], mode
         calls[0] += chip is not None
         return real(self, chip)
 
-    cfg = worker.WorkerConfig(sampling=Sampling(fps=fps), crop_size=299, crop_margin=1.3)
-    sink = Sink()
+    cfg = stages.FramesConfig(sampling=Sampling(fps=fps), crop_size=299, crop_margin=1.3)
     identity.FaceEmbedder.embed_chip = counting  # type: ignore[method-assign]
     try:
         with FaceDetector(cfg.detector_model, cfg.min_face_score, cfg.detect_max_side) as det:  # type: ignore[arg-type]
-            worker._process_video(cfg, det, 0, str(data / rel), sink, identity=mode)  # type: ignore[arg-type]
+            events = list(stages.frames_with_faces(cfg, det, str(data / rel), identity=mode))  # type: ignore[arg-type]
     finally:
         identity.FaceEmbedder.embed_chip = real  # type: ignore[method-assign]
-    done = sink.msgs[-1][2]
-    got = [[done[4][t] for t in m[2].identities] for m in sink.msgs if m[0] == worker.MSG_FRAME]
-    faces = sum(len(m[2].faces) for m in sink.msgs if m[0] == worker.MSG_FRAME)
+    done = events[-1]
+    assert isinstance(done, stages.Decoded)
+    sent = [e for e in events if isinstance(e, stages.FrameFaces)]
+    got = [[done.identity_map[t] for t in f.identities] for f in sent]
+    faces = sum(len(f.faces) for f in sent)
     embedded = calls[0] if mode != "appearance" else None
     return {"fps": fps, "video": rel, "mode": mode, "matches_replay": got == replay_mode(frames, mode),
-            "faces": faces, "embedded": embedded, "t_detect_s": round(done[2], 2)}
+            "faces": faces, "embedded": embedded, "t_detect_s": round(done.t_detect, 2)}
 
 
 def sweep(groups: dict[str, dict[str, list[list[Det]]]]) -> list[dict]:
@@ -524,7 +518,7 @@ def main(
         print(f"  {r['fps']:>3g} fps {Path(r['video']).name:<34} {r['mode']:<11} ids {r['identities']:>3} "
               f"people {r['people']:>3} purity {fmt(r['purity'])} frag {fmt(r['fragmentation'])}")
     results["worker"] = checks
-    print("\nthe worker's _process_video on the multi-person clips (t_detect: detection + identities, wall s):")
+    print("\nthe frames stage (stages.frames_with_faces) on the multi-person clips (t_detect: detection + identities, wall s):")
     for c in checks:
         print(f"  {c['fps']:>3g} fps {Path(c['video']).name:<34} {c['mode']:<11} faces {c['faces']:>3} "
               f"embedded {c['embedded'] if c['embedded'] is not None else '-':>3} t_detect {c['t_detect_s']:>6.2f} s "

@@ -259,7 +259,8 @@ def validation_line(state: str) -> str:
 @click.option("--frames", type=int, default=None, help="Sample N frames spread evenly over each video instead.")
 @click.option("--every-frame", is_flag=True, help="Take every frame (slow; for short clips and benchmarks).")
 @click.option("--batch-size", type=int, default=None, help="Crops per model call [default: the engine's, else 4 on CPU].")
-@click.option("--workers", type=int, default=None, help="Decode + face-detection processes [default: cores - 1].")
+@click.option("--workers", type=int, default=None, help="Decode + face-detection processes [default: cores - 1]; 0 runs them in the scanning "
+              "process (no isolation: a decoder crash or hang stops the scan; for debugging).")
 @click.option("--rescan", is_flag=True, help="Scan again videos already scanned with this model.")
 @click.option("--retry-errors", is_flag=True, help="Scan again videos whose last scan ended in an error.")
 @click.option("--jsonl", type=click.File("w", lazy=False), default=None, help="Also write one JSON line per video ('-': stdout).")
@@ -289,6 +290,7 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     """
     from .pipeline import SUMMARY_NAMES as SHOW
     from .pipeline import ScanConfig, Scanner
+    from .sinks import JsonlSink
 
     if every_frame:
         if kw["fps"] is not None or kw["frames"] is not None:
@@ -336,12 +338,10 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
             flagged.append(f"{r.candidate.display} (score {r.verdict.score:.3g} > {scanner.meta.threshold:.3g})")
         if r.status == "error" and len(errors) < SHOW:
             errors.append((r.candidate.display, r.error or ""))
-        if jsonl is not None:
-            line = r.to_json(scanner.scan_id, scanner.backend.model_id, scanner.meta.threshold, cfg.strategy, state)
-            _write_jsonl(jsonl, line)
 
+    sinks = [] if jsonl is None else [lambda ctx: JsonlSink(jsonl, ctx)]
     try:
-        s = scanner.run(progress, on_result)
+        s = scanner.run(progress, on_result, sinks)
     finally:
         if bar is not None:
             bar.close()
@@ -361,7 +361,7 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     click.echo(
         f"  {s.n_frames} frames, {s.n_faces} faces, {s.video_seconds:.1f} video-s in {_fmt_s(s.wall_s)} "
         f"({speed:.2f} video-s per s); stage time: decode {t.decode:.1f} s, detect {t.detect:.1f} s "
-        f"(in {cfg.n_workers} worker processes), infer {s.infer_busy_s:.1f} s, store {t.store:.1f} s", file=out,
+        f"({_where(cfg.n_workers)}), infer {s.infer_busy_s:.1f} s, store {t.store:.1f} s", file=out,
     )
     # Names come from the file system: printable() keeps escape sequences and newlines inert.
     for line in flagged:
@@ -390,20 +390,8 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     return s.exit_code
 
 
-def _write_jsonl(f: Any, line: str) -> None:
-    """One JSON line, flushed; a reader that went away ends the scan quietly, a full disk in one line."""
-    try:
-        f.write(line + "\n")
-        f.flush()
-    except BrokenPipeError as e:
-        raise OutputClosed(str(e)) from e
-    except OSError as e:
-        name = getattr(f, "name", "--jsonl")
-        raise ScanOutputError(f"cannot write --jsonl {printable(name)}: {e.strerror or e}") from e
-
-
-class ScanOutputError(AcfdError):
-    """The scan's own output (``--jsonl``) cannot be written: the scan stops (exit 4)."""
+def _where(n_workers: int) -> str:
+    return "in the scanning process" if n_workers == 0 else f"in {n_workers} worker processes"
 
 
 # Subcommands by other modules register here (query, report, schema): main.add_command(...).

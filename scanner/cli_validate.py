@@ -46,7 +46,7 @@ from .text import printable
               show_default=True, help="BlazeFace model (as for a scan).")
 @click.option("--min-face-score", type=float, default=DEFAULTS.min_face_score, show_default=True)
 @click.option("--decoder", type=click.Choice(list(DECODERS)), default=DEFAULTS.decoder, show_default=True)
-@click.option("--workers", type=int, default=None, help="Decode + face-detection processes [default: cores - 1].")
+@click.option("--workers", type=int, default=None, help="Decode + face-detection processes [default: cores - 1]; 0: in this process (no isolation).")
 @click.option("--batch-size", type=int, default=None, help="Crops per model call [default: as for a scan].")
 @click.option("--timeout", "timeout_s", type=float, default=DEFAULTS.timeout_s, show_default=True,
               help="Seconds a video's decoder may make no progress before it is killed (error, left out).")

@@ -3,13 +3,20 @@ the decode workers and :class:`~acfd.scanner.faces.FaceDetector` use when nothin
 
 Each default was written in three places before (the CLI options, the config dataclass and the worker),
 and the face detector's own default differed from a scan's; now they all read :data:`DEFAULTS`, which is
-validated once, on import of this module (it imports nothing of ours).
+validated once, on import of this module (it imports only ``acfd.schemas``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from acfd.schemas.errors import AcfdError
+
+
+class ScanError(AcfdError):
+    """The scan cannot run (bad settings, model or database); not one video's fault."""
+
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DECODERS: tuple[str, ...] = ("auto", "decord", "pyav")

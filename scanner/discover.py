@@ -67,6 +67,22 @@ class Candidate:
         """The path for people and for text columns: undecodable bytes shown as U+FFFD."""
         return display_path(self.path)
 
+    @property
+    def target(self) -> str:
+        """What a decoder opens for this item (a local file: its path)."""
+        return self.path
+
+    def unchanged_since(self, size: int | None, mtime_ns: int | None) -> bool:
+        """Whether the file is as it was when a stored row saw it (resume): same size and mtime (an
+        unreadable path has neither, so its stored error stands until ``--retry-errors``)."""
+        return size == self.size and mtime_ns == self.mtime_ns
+
+    def content_hash(self) -> str | None:
+        """The ``ht1:`` hash of the file's bytes (None for a path that cannot be read)."""
+        from acfd.schemas.hashing import content_hash
+
+        return None if self.error is not None else content_hash(self.path, self.size)
+
 
 def display_path(path: str) -> str:
     return os.fsencode(path).decode("utf-8", errors="replace")

@@ -100,6 +100,21 @@ class VideoResult:
         return json.dumps(d, ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class Unchanged:
+    """A candidate not scanned again: the store's result for it still holds (same file, model and
+    settings). It still counts for the exit status, as its stored result says."""
+
+    candidate: Candidate
+    status: str  # the stored status
+    flagged: bool  # the stored whole-video verdict is "fake"
+    score: float | None  # the stored whole-video score
+
+
+# What a scan's result stream carries, in order: every candidate exactly once.
+ScanEvent = VideoResult | Unchanged
+
+
 @dataclass
 class ScanSummary:
     """Totals of one scan, printed at the end and used for the exit status."""

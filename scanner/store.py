@@ -4,13 +4,23 @@ A video's row, its detections, verdicts and attention masks and the scan's count
 together, so a scan killed at any instant (even SIGKILL) leaves each video entirely stored or not at
 all, and the scan row's counts always match its stored videos. Resume keys on (path bytes, size,
 mtime, model id).
+
+Liveness is a lease: a running scan's row holds ``lease_until`` (UTC), which the scan pushes forward
+every third of :data:`LEASE_S` while it runs (:meth:`Store.hold_lease`); a later scan, on any machine,
+marks a ``running`` scan whose lease has passed ``interrupted``. A lease works wherever the database
+is shared (one SQLite file, or a server that scans on many machines write to), where a process id
+means nothing to another machine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from acfd.schemas import db
@@ -27,6 +37,30 @@ from sqlalchemy import Engine, select, update
 
 from .discover import Candidate
 from .results import ScanSummary, VideoResult
+
+# Seconds a running scan's lease lasts; it is renewed every LEASE_S / 3. Long enough that a renewal
+# missed on a busy database (SQLite waits up to its busy timeout for the write lock) or a short stall
+# does not end it: two renewals may fail in a row before another scan may take the scan for dead.
+# Short enough that a killed scan is seen as interrupted about a minute later. The hosts' clocks
+# are assumed to agree within a few seconds (NTP): the lease is written by one machine's clock and
+# judged by another's.
+LEASE_S = 60.0
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    """``t`` as an aware UTC time: SQLite gives DateTime(timezone=True) columns back naive (stored as UTC)."""
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
+
+
+@dataclass
+class LeaseHolder:
+    """What :meth:`Store.hold_lease` did so far: renewals made and failed, the last failure in one line."""
+
+    scan_id: int
+    lease_s: float
+    renewed: int = 0
+    failed: int = 0
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,22 +99,85 @@ class Store:
                 ))
 
     def mark_dead_scans(self) -> int:
-        """Scans left ``running`` by a process of this host that no longer exists become ``interrupted``."""
+        """Mark scans found dead ``interrupted``; returns how many.
+
+        Dead: a ``running`` scan (of any host) whose lease has passed; its ``finished_at`` becomes the
+        lease's end (it stopped renewing at most a lease before). A ``running`` scan without a lease
+        (written before leases, schema version 2 or older) is dead when it ran on this host and its
+        process is gone; its ``finished_at`` becomes now.
+        """
         from .worker import pid_alive
 
+        now = db.utcnow()
         host = socket.gethostname()
-        n = 0
         with db.session(self.engine) as s, s.begin():
-            for scan in s.scalars(select(Scan).where(Scan.status == db.SCAN_RUNNING, Scan.host == host)):
+            # One conditional UPDATE: a lease renewed between a read and the write is never overruled.
+            n = s.execute(
+                update(Scan)
+                .where(Scan.status == db.SCAN_RUNNING, Scan.lease_until.is_not(None), Scan.lease_until < now)
+                .values(status=db.SCAN_INTERRUPTED, finished_at=Scan.lease_until)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            legacy = s.scalars(select(Scan).where(
+                Scan.status == db.SCAN_RUNNING, Scan.lease_until.is_(None), Scan.host == host
+            ))
+            for scan in legacy:
                 if scan.pid != os.getpid() and not pid_alive(scan.pid):
                     scan.status = db.SCAN_INTERRUPTED
+                    scan.finished_at = now
                     n += 1
         return n
 
+    def renew_lease(self, scan_id: int, lease_s: float = LEASE_S) -> None:
+        """Push the scan's lease to now + ``lease_s``, if the scan is still ``running`` (else nothing)."""
+        with self.engine.begin() as c:
+            c.execute(
+                update(Scan)
+                .where(Scan.id == scan_id, Scan.status == db.SCAN_RUNNING)
+                .values(lease_until=db.utcnow() + dt.timedelta(seconds=lease_s))
+            )
+
+    @contextlib.contextmanager
+    def hold_lease(self, scan_id: int, lease_s: float = LEASE_S) -> Iterator[LeaseHolder]:
+        """Keep the scan's lease alive while the block runs: a daemon thread renews it every ``lease_s / 3``.
+
+        A renewal that fails (the database locked past its busy timeout, a dropped connection) is
+        skipped and tried again at the next tick: it never stops the scan. Renewals stop when the
+        block exits (one already under way may still land; it changes nothing once the scan is
+        finished).
+        """
+        if not lease_s > 0:
+            raise ValueError(f"lease_s must be positive, got {lease_s!r}")
+        holder = LeaseHolder(scan_id, lease_s)
+        stop = threading.Event()
+
+        def renew() -> None:
+            try:
+                self.renew_lease(scan_id, lease_s)
+                holder.renewed += 1
+            except Exception as e:  # any failure: skip this renewal, the next tick tries again
+                holder.failed += 1
+                holder.last_error = (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+        def loop() -> None:
+            while not stop.wait(lease_s / 3):
+                renew()
+
+        renew()  # covers the time between start_scan and here
+        thread = threading.Thread(target=loop, name=f"acfd-lease-{scan_id}", daemon=True)
+        thread.start()
+        try:
+            yield holder
+        finally:
+            stop.set()
+            # Bounded: a renewal stuck on a locked database must not hold up the scan's end.
+            thread.join(timeout=min(lease_s, 5.0))
+
     def start_scan(
         self, model_id: str, strategy: str, threshold: float, backend: str, device: str, args: dict, version: str,
-        device_name: str | None = None,
+        device_name: str | None = None, lease_s: float = LEASE_S,
     ) -> int:
+        """Add the scan's row, ``running``, with a lease of ``lease_s`` seconds from now; returns its id."""
         with db.session(self.engine) as s, s.begin():
             scan = Scan(
                 model_id=model_id,
@@ -94,6 +191,7 @@ class Store:
                 pid=os.getpid(),
                 acfd_version=version,
                 status=db.SCAN_RUNNING,
+                lease_until=db.utcnow() + dt.timedelta(seconds=lease_s),
             )
             s.add(scan)
             s.flush()

@@ -10,32 +10,27 @@ pipe. The parent (:class:`DecodePool`) watches every worker:
 - a worker that sends nothing for ``timeout_s`` seconds of the parent listening is killed (a hang) and
   replaced; time the parent spends not reading (back-pressure) is not counted against it.
 
+The work itself is the frames stage (:func:`acfd.scanner.stages.frames_with_faces`); a worker only
+runs it and sends its typed events (:class:`WorkerMessage`). :class:`InProcessPool` runs the same stage
+in the scanning process, without isolation (``--workers 0``).
+
 Workers are long-lived, so the cost of isolation is one process start per worker per scan plus the
 pickled crops (about 270 kB per face at 299 px): negligible at 1 frame/s.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-import numpy as np
-
-from .config import DEFAULTS
-from .decode import DecodeError, Sampling, _one_line
-
-# Message kinds sent by a worker: (kind, video_id, payload)
-MSG_READY = "ready"  # worker started: payload None
-MSG_INFO = "info"  # payload VideoInfo
-MSG_FRAME = "frame"  # payload FrameResult
-MSG_DONE = "done"  # payload (n_frames, t_decode, t_detect, decoder used, {tracklet: identity})
-MSG_ERROR = "error"  # payload one-line message
+from .decode import DecodeError, _one_line
+from .stages import Decoded, Detector, Failed, FramesConfig, VideoEvent, frames_with_faces
 
 
 class WorkerError(DecodeError):
@@ -44,115 +39,87 @@ class WorkerError(DecodeError):
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """What every worker needs: how to sample, decode, detect and crop."""
+    """What every worker needs: the frames stage's settings, and the process's own limits."""
 
-    sampling: Sampling
-    crop_size: int
-    crop_margin: float
-    decoder: str = DEFAULTS.decoder  # auto | decord | pyav
-    gpu_decode: bool = False
-    detector_model: str = DEFAULTS.detector  # full | short | auto (acfd.scanner.faces.DETECTOR_MODES)
-    min_face_score: float = DEFAULTS.min_face_score
-    detect_max_side: int = DEFAULTS.detect_max_side
+    frames: FramesConfig
     memory_limit_mb: int | None = None  # RLIMIT_AS of each worker; None = no limit
     nice: int = 10  # niceness added in the worker: the engine gets the cores it shares with decoding
     quiet_native_logs: bool = True
 
-    def __post_init__(self) -> None:
-        if self.decoder not in ("auto", "decord", "pyav"):
-            raise WorkerError(f"unknown decoder {self.decoder!r}: choose auto, decord or pyav")
-        if self.crop_size < 8:
-            raise WorkerError(f"crop size {self.crop_size} is too small")
+
+@dataclass(frozen=True)
+class Ready:
+    """The worker started (its detector loaded) and takes videos."""
 
 
 @dataclass(frozen=True)
-class FrameResult:
-    """One sampled frame: its faces (full-resolution boxes), their identities and crops."""
+class StartFailed:
+    """The worker cannot work at all (a broken installation): the scan stops, no video is to blame."""
 
-    index: int
-    time_s: float
-    faces: tuple[Any, ...]  # acfd.scanner.faces.Face
-    identities: tuple[int, ...]
-    crops: np.ndarray | None  # uint8 [k, S, S, 3], None when no face
-    t_decode: float
-    t_detect: float
+    error: str
 
 
-def _process_video(
-    cfg: WorkerConfig, detector: Any, vid: int, path: str, conn: Connection, identity: str = "face"
-) -> None:
-    """Decode, detect, crop and track one video, sending its frames and then the identity map on ``conn``.
+@dataclass(frozen=True)
+class WorkerMessage:
+    """What goes up a worker's pipe, and what :meth:`DecodePool.poll` returns: an event of one video
+    (``video`` as handed out), or the worker's own news (``video`` -1)."""
 
-    ``identity``: how faces are told apart (acfd.scanner.track.MODES); scans use ``face`` (the
-    face-recognition embedding, of the faces its schedule picks), ``bench/identities.py`` also
-    ``face-every`` (every face embedded) and the former ``appearance``. The descriptors stay in this
-    process: only tracklet ids and the tracklet -> person map are sent. A frame is sent once its ids
-    are final (``IoUTracker.settled``): with the schedule, faces that reused their track's descriptor
-    are checked at the track's next embedded face, up to ``EmbedSchedule.every_frames`` samples later.
-    """
-    from .decode import open_frames
-    from .faces import crop, crop_box
-    from .track import FrameLooks, tracker
+    video: int
+    event: VideoEvent | Ready | StartFailed
 
-    t0 = time.perf_counter()
-    info, frames = open_frames(path, cfg.sampling, cfg.decoder, cfg.gpu_decode)
-    conn.send((MSG_INFO, vid, info))
-    t_decode_total = time.perf_counter() - t0
-    t_detect_total = 0.0
-    tr = tracker(identity)
-    held: list[FrameResult] = []  # frames whose ids may still change, in order (n - len(held) sent)
-    n = 0
 
-    def send_settled(upto: int) -> None:
-        while held and n - len(held) < upto:
-            r = held.pop(0)
-            k = n - len(held) - 1  # its sampled frame number, as the tracker counts
-            conn.send((MSG_FRAME, vid, dataclasses.replace(r, identities=tuple(tr.tracklets(k)))))
+def failure(cfg: WorkerConfig, e: Exception) -> Failed:
+    """A video's failure as its error row's line."""
+    # Under an address-space limit, a decoder that cannot start its threads fails like a bad file: say
+    # that the setting may be the cause (the resume key holds the setting, so a run with a larger
+    # limit tries the file again).
+    limit = cfg.memory_limit_mb
+    limit_note = f" (under --worker-memory {limit} MB: the limit may be the cause)" if limit else ""
+    if isinstance(e, DecodeError):
+        return Failed(f"{e}{limit_note}")
+    if isinstance(e, MemoryError):
+        return Failed(f"out of memory while decoding (worker limit {limit} MB)")
+    return Failed(f"{e.__class__.__name__}: {_one_line(e)}{limit_note}")  # any other library failure
 
-    decoder = info.decoder
-    last_t = float("-inf")
-    while True:
-        t0 = time.perf_counter()
-        try:
-            frame = next(frames, None)
-        except DecodeError:
-            if cfg.decoder != "auto" or decoder not in ("decord", "decord-gpu"):
-                raise  # asked for decord only, or PyAV failed too (a second fallback would loop)
-            # decord gave up in the middle of the stream (it is less forgiving of damaged packets):
-            # go on with PyAV from the first sampled frame after the last one taken
-            decoder += "+pyav"
-            _, rest = open_frames(path, cfg.sampling, "pyav")
-            frames = (f for f in rest if f.time_s > last_t + 1e-6)
-            continue
-        t_dec = time.perf_counter() - t0
-        t_decode_total += t_dec
-        if frame is None:
-            break
-        last_t = frame.time_s
-        t0 = time.perf_counter()
-        faces = detector.detect(frame.image)
-        crops = None
-        if faces:
-            crops = np.stack([crop(frame.image, crop_box(f, cfg.crop_margin), cfg.crop_size) for f in faces])
-        # t_detect includes the faces' descriptors (about 0.13 s of CPU per embedded face: acfd.scanner.identity)
-        ids = tr.observe(faces, FrameLooks(tr.method, frame.image, faces, crops), frame.time_s)
-        t_det = time.perf_counter() - t0
-        t_detect_total += t_det
-        held.append(FrameResult(frame.index, frame.time_s, tuple(faces), tuple(ids), crops, t_dec, t_det))
-        n += 1
-        send_settled(tr.settled)
-    if n == 0:
-        raise DecodeError("no decodable video frames")
-    t0 = time.perf_counter()
-    tr.finish()  # the last reused faces are checked (an embedding or so per open track)
-    t_detect_total += time.perf_counter() - t0
-    send_settled(n)
-    # identities are tracklets until here: the merge maps them to people (0..k-1)
-    conn.send((MSG_DONE, vid, (n, t_decode_total, t_detect_total, decoder, tr.identity_map())))
+
+def video_events(cfg: WorkerConfig, detector: Detector, target: str) -> Iterator[VideoEvent]:
+    """The frames stage on one video, its failure as a last :class:`Failed` event (one line for the
+    error row). A broken face-recognition model is not the file's fault: it is raised."""
+    from .identity import IdentityModelError  # cv2 and dlib: only where frames are decoded
+
+    try:
+        yield from frames_with_faces(cfg.frames, detector, target)
+    except IdentityModelError:
+        raise
+    except Exception as e:
+        yield failure(cfg, e)
+
+
+def _process_video(cfg: WorkerConfig, detector: Detector, vid: int, target: str, conn: Connection) -> None:
+    """Send one video's events up the pipe as they come (the parent scores frames while later ones decode)."""
+    for ev in video_events(cfg, detector, target):
+        conn.send(WorkerMessage(vid, ev))
+
+
+def _detector(cfg: WorkerConfig) -> Any:
+    """The face detector, after checking that face recognition is installed (it loads on the first
+    face; a broken installation fails here, once). Raises :class:`WorkerError`."""
+    from .faces import FaceDetector
+    from .identity import check_installed
+
+    try:
+        check_installed()
+    except Exception as e:
+        raise WorkerError(f"face recognition: {_one_line(e)}") from e
+    f = cfg.frames
+    try:
+        return FaceDetector(f.detector_model, f.min_face_score, f.detect_max_side)  # type: ignore[arg-type]
+    except Exception as e:
+        raise WorkerError(f"face detector: {_one_line(e)}") from e
 
 
 def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:
-    """Entry point of a worker process: handle (video_id, path) tasks until None arrives."""
+    """Entry point of a worker process: handle (video_id, target) tasks until None arrives."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # MediaPipe/TFLite/absl log every model load to stderr, over the progress bar; errors still show.
     # Their native loggers ignore the usual switches, so the worker's native stderr goes to /dev/null;
@@ -170,20 +137,12 @@ def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:
 
         limit = cfg.memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from .faces import FaceDetector
-    from .identity import check_installed
-
-    try:  # the face-recognition model loads on the first face; a broken installation fails here, once
-        check_installed()
-    except Exception as e:
-        conn.send((MSG_ERROR, -1, f"face recognition: {_one_line(e)}"))
-        return
     try:
-        detector = FaceDetector(cfg.detector_model, cfg.min_face_score, cfg.detect_max_side)  # type: ignore[arg-type]
-    except Exception as e:
-        conn.send((MSG_ERROR, -1, f"face detector: {_one_line(e)}"))
+        detector = _detector(cfg)
+    except WorkerError as e:
+        conn.send(WorkerMessage(-1, StartFailed(str(e))))
         return
-    conn.send((MSG_READY, -1, None))
+    conn.send(WorkerMessage(-1, Ready()))
     try:
         _serve(cfg, detector, tasks, conn)
     finally:
@@ -200,26 +159,59 @@ def _serve(cfg: WorkerConfig, detector: Any, tasks: Connection, conn: Connection
             return
         if task is None:
             return
-        vid, path = task
-        # Under an address-space limit, a decoder that cannot start its threads fails like a bad file:
-        # say that the setting may be the cause (and the resume key holds the setting, so a run with a
-        # larger limit tries the file again).
-        limit_note = (
-            f" (under --worker-memory {cfg.memory_limit_mb} MB: the limit may be the cause)" if cfg.memory_limit_mb else ""
-        )
+        vid, target = task
         try:
-            _process_video(cfg, detector, vid, path, conn)
+            _process_video(cfg, detector, vid, target, conn)
         except IdentityModelError as e:  # the model, not the file: no error row per video, stop the scan
-            conn.send((MSG_ERROR, -1, f"face recognition: {_one_line(e)}"))
+            conn.send(WorkerMessage(-1, StartFailed(f"face recognition: {_one_line(e)}")))
             return
-        except DecodeError as e:
-            conn.send((MSG_ERROR, vid, f"{e}{limit_note}"))
-        except MemoryError:
-            conn.send((MSG_ERROR, vid, f"out of memory while decoding (worker limit {cfg.memory_limit_mb} MB)"))
         except (BrokenPipeError, EOFError):
             return  # the parent is gone
-        except Exception as e:  # any other library failure on this file: an error row, go on
-            conn.send((MSG_ERROR, vid, f"{e.__class__.__name__}: {_one_line(e)}{limit_note}"))
+        except Exception as e:  # outside the stage (e.g. a frame too large to send): still this video's
+            conn.send(WorkerMessage(vid, failure(cfg, e)))
+
+
+class InProcessPool:
+    """The frames stage in the scanning process itself (``--workers 0``): no process to start, and no
+    isolation: a decoder that crashes takes the scan with it, and a hang is not timed out. For
+    debugging (a breakpoint in the stage) and for tests of the scheduling; the same interface as
+    :class:`DecodePool`, one video at a time, one event per :meth:`poll`."""
+
+    def __init__(self, cfg: WorkerConfig, detector: Detector | None = None) -> None:
+        self.cfg = cfg
+        self._own = detector is None
+        self._detector: Any = _detector(cfg) if detector is None else detector
+        self._video: int | None = None
+        self._events: Iterator[VideoEvent] | None = None
+
+    def idle(self) -> list[int]:
+        return [0] if self._video is None else []
+
+    def submit(self, wid: int, video: int, target: str) -> None:
+        assert self._video is None and wid == 0
+        self._video, self._events = video, video_events(self.cfg, self._detector, target)
+
+    def pause_clock(self) -> None:
+        """Nothing to do: no timeouts here."""
+
+    def poll(self, timeout: float = 0.0) -> list[WorkerMessage]:
+        from .identity import IdentityModelError
+
+        if self._video is None or self._events is None:
+            time.sleep(timeout)  # nothing to decode: wait as a pool would, not spin against the engine
+            return []
+        try:
+            ev = next(self._events)
+        except IdentityModelError as e:
+            raise WorkerError(f"face recognition: {_one_line(e)}") from e
+        msg = WorkerMessage(self._video, ev)
+        if isinstance(ev, (Decoded, Failed)):
+            self._video, self._events = None, None
+        return [msg]
+
+    def close(self) -> None:
+        if self._own:
+            self._detector.close()
 
 
 @dataclass
@@ -232,15 +224,6 @@ class _Worker:
     video: int | None = None
     last_heard: float = 0.0  # on the parent's listening clock
     started: float = 0.0  # on the same clock; the video's timeout starts when the worker is ready
-
-
-@dataclass
-class PoolEvent:
-    """What :meth:`DecodePool.poll` reports: a worker message, or a crash/timeout turned into an error."""
-
-    kind: str
-    video: int
-    payload: Any = None
 
 
 def _signal_name(code: int | None) -> str:
@@ -303,23 +286,23 @@ class DecodePool:
         """Workers that can take a video now."""
         return [w.wid for w in self._workers if w.video is None]
 
-    def submit(self, wid: int, video: int, path: str) -> None:
+    def submit(self, wid: int, video: int, target: str) -> None:
         w = self._workers[wid]
         assert w.video is None
         w.video = video
         w.last_heard = self._clock
-        w.tasks.send((video, path))
+        w.tasks.send((video, target))
 
     def pause_clock(self) -> None:
         """Call after the parent stopped reading for a while: that time is not the workers'."""
         self._last_tick = time.monotonic()
 
-    def poll(self, timeout: float = 0.05) -> list[PoolEvent]:
+    def poll(self, timeout: float = 0.05) -> list[WorkerMessage]:
         """Messages from workers, plus synthesized errors for crashed or hung ones."""
         now = time.monotonic()
         self._clock += now - self._last_tick
         self._last_tick = now
-        events: list[PoolEvent] = []
+        events: list[WorkerMessage] = []
         by_conn = {w.conn: w for w in self._workers}
         try:
             ready = wait(list(by_conn), timeout=timeout)
@@ -330,18 +313,21 @@ class DecodePool:
             # Drain what is there without blocking: several frames may be queued.
             while True:
                 try:
-                    kind, vid, payload = conn.recv()
+                    msg = conn.recv()
+                    if not isinstance(msg, WorkerMessage):
+                        raise TypeError(f"not a worker message: {type(msg).__name__}")
                 except Exception:  # EOF, a broken pipe, a garbled message: the worker is gone
                     self._crashed(w, events)
                     break
                 w.last_heard = self._clock
-                if kind == MSG_READY:
+                ev = msg.event
+                if isinstance(ev, Ready):
                     w.ready = True
-                elif kind == MSG_ERROR and vid == -1:
-                    raise WorkerError(f"decode worker could not start: {payload}")
+                elif isinstance(ev, StartFailed):
+                    raise WorkerError(f"decode worker could not start: {ev.error}")
                 else:
-                    events.append(PoolEvent(kind, vid, payload))
-                    if kind in (MSG_DONE, MSG_ERROR):
+                    events.append(msg)
+                    if isinstance(ev, (Decoded, Failed)):
                         w.video = None
                 try:
                     more = conn.poll(0)
@@ -358,14 +344,15 @@ class DecodePool:
             if not w.proc.is_alive() and not w.conn.poll(0):
                 self._crashed(w, events)
             elif w.ready and w.video is not None and self._clock - w.last_heard > self.timeout_s:
-                events.append(PoolEvent(MSG_ERROR, w.video, f"decoding timed out: no progress for {self.timeout_s:g} s (worker killed)"))
+                events.append(WorkerMessage(
+                    w.video, Failed(f"decoding timed out: no progress for {self.timeout_s:g} s (worker killed)")))
                 w.video = None
                 self._replace(w)
             elif not w.ready and self._clock - w.started > self.start_timeout_s:
                 raise WorkerError(f"decode worker did not start within {self.start_timeout_s:g} s")
         return events
 
-    def _crashed(self, w: _Worker, events: list[PoolEvent]) -> None:
+    def _crashed(self, w: _Worker, events: list[WorkerMessage]) -> None:
         if self._workers[w.wid] is not w:
             return
         w.proc.join(1)
@@ -378,7 +365,7 @@ class DecodePool:
             raise WorkerError(f"decode worker died while starting ({_signal_name(code)}){hint}")
         if w.video is not None:
             events.append(
-                PoolEvent(MSG_ERROR, w.video, f"decoder crashed ({_signal_name(code)}); the worker was restarted")
+                WorkerMessage(w.video, Failed(f"decoder crashed ({_signal_name(code)}); the worker was restarted"))
             )
             w.video = None
         self._replace(w)

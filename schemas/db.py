@@ -47,7 +47,7 @@ from .errors import AcfdError
 
 # Version of the table layout below. Bump it with every change and add a migration step to
 # ``MIGRATIONS`` (from version N to N + 1).
-DB_SCHEMA_VERSION = 2
+DB_SCHEMA_VERSION = 3
 
 # Values of ``videos.status``.
 STATUS_OK = "ok"  # decoded, faces found, verdicts stored
@@ -66,7 +66,7 @@ LABELS = (LABEL_FAKE, LABEL_REAL, LABEL_NO_FACE)
 SCAN_RUNNING = "running"
 SCAN_DONE = "done"
 SCAN_FAILED = "failed"  # stopped by an error that is not one video's fault
-SCAN_INTERRUPTED = "interrupted"  # Ctrl-C, or found dead (killed) by a later scan on the same host
+SCAN_INTERRUPTED = "interrupted"  # Ctrl-C, or found dead by a later scan (its lease ran out: killed)
 SCAN_STATUSES = (SCAN_RUNNING, SCAN_DONE, SCAN_FAILED, SCAN_INTERRUPTED)
 
 # Encodings of ``attention_masks.data``.
@@ -160,6 +160,11 @@ class Scan(Base):
     n_faces: Mapped[int] = mapped_column(Integer, default=0)  # detections scored by the model
     video_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # duration of the videos analysed
     wall_s: Mapped[float | None] = mapped_column(Float)
+    # While ``running``: until when the scan is known alive (UTC). The scan renews it every third of its
+    # lease; a later scan (on any machine) marks a running scan whose lease has passed ``interrupted``.
+    # NULL for scans written before version 3 (those are judged by host and pid). Version 3
+    # (last, where the migration adds it, so new and migrated stores have one column order).
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     videos: Mapped[list[Video]] = relationship(
         back_populates="scan", cascade="all, delete-orphan", passive_deletes=True
@@ -387,9 +392,18 @@ def _migrate_1_to_2(conn: Any) -> None:
             )
 
 
+def _migrate_2_to_3(conn: Any) -> None:
+    """Version 3: ``scans.lease_until`` (NULL for old scans, which keep being judged by host and pid)."""
+    from sqlalchemy import inspect, text
+
+    if "lease_until" not in {c["name"] for c in inspect(conn).get_columns("scans")}:
+        kind = DateTime(timezone=True).compile(dialect=conn.dialect)  # PostgreSQL: TIMESTAMP WITH TIME ZONE
+        conn.execute(text(f"ALTER TABLE scans ADD COLUMN lease_until {kind}"))
+
+
 # Migration steps: MIGRATIONS[n](connection) upgrades a database from version n to n + 1. Each step
 # is tested on a store written by the release before it (tests/test_migrations.py).
-MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def database_url(db: str | os.PathLike[str]) -> str:

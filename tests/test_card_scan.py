@@ -122,7 +122,7 @@ def scans(tmp_path_factory):
         model = with_card(base, root / f"{state}.onnx", card)
         dbp, jsonl, report = root / f"{state}.sqlite", root / f"{state}.jsonl", root / f"report-{state}"
         r = CliRunner().invoke(main, [str(vids), "--model", str(model), "--db", str(dbp), "--frames", "2",
-                                      "--workers", "1", "--jsonl", str(jsonl), "-q"])  # fmt: skip
+                                      "--workers", "0", "--jsonl", str(jsonl), "-q"])  # fmt: skip
         rep = CliRunner().invoke(main, ["report", "--db", str(dbp), "--out", str(report), "--only", "all"])
         out[state] = (r, rep, model, dbp, jsonl, report)
     return out

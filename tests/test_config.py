@@ -11,8 +11,8 @@ from acfd.scanner.cli_validate import validate_cmd
 from acfd.scanner.config import DEFAULTS, ScanDefaults
 from acfd.scanner.faces import FaceDetector
 from acfd.scanner.pipeline import ScanConfig
+from acfd.scanner.stages import FramesConfig
 from acfd.scanner.validate import ValidateConfig
-from acfd.scanner.worker import WorkerConfig
 
 # option name in the CLIs -> field of the defaults table
 OPTIONS = {"device": "device", "decoder": "decoder", "timeout_s": "timeout_s", "detector_model": "detector",
@@ -33,7 +33,7 @@ def test_configs_take_their_defaults_from_the_table() -> None:
     assert (val["device"], val["fps"], val["detector_model"], val["min_face_score"], val["decoder"],
             val["timeout_s"]) == (DEFAULTS.device, DEFAULTS.fps, DEFAULTS.detector, DEFAULTS.min_face_score,
                                   DEFAULTS.decoder, DEFAULTS.timeout_s)  # fmt: skip
-    work = _defaults(WorkerConfig)
+    work = _defaults(FramesConfig)
     assert (work["decoder"], work["detector_model"], work["min_face_score"], work["detect_max_side"]) == (
         DEFAULTS.decoder, DEFAULTS.detector, DEFAULTS.min_face_score, DEFAULTS.detect_max_side)
     # The face detector sees faces as a scan does unless told otherwise ("full" before: a scan used "auto").

@@ -109,7 +109,7 @@ def test_truncated(vids, tmp_path):
 
 
 def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatch):
-    from acfd.scanner import decode, worker
+    from acfd.scanner import decode, stages
 
     real = decode._frames_decord
 
@@ -124,19 +124,12 @@ def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatc
         def detect(self, image):
             return []
 
-    class Sink:
-        def __init__(self):
-            self.msgs = []
-
-        def send(self, m):
-            self.msgs.append(m)
-
-    sink = Sink()
-    cfg = worker.WorkerConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="auto")
-    worker._process_video(cfg, NoFaces(), 7, str(vids["face"]), sink)
-    frames = [m[2].index for m in sink.msgs if m[0] == worker.MSG_FRAME]
+    cfg = stages.FramesConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="auto")
+    events = list(stages.frames_with_faces(cfg, NoFaces(), str(vids["face"])))
+    frames = [e.index for e in events if isinstance(e, stages.FrameFaces)]
     assert frames == [0, 10, 20]  # frame 0 from decord, the rest from PyAV, none twice
-    assert sink.msgs[-1][0] == worker.MSG_DONE and sink.msgs[-1][2][3] == "decord+pyav"
+    assert isinstance(events[-1], stages.Decoded) and events[-1].decoder == "decord+pyav"
+    assert events[-1].n_frames == 3
     # PyAV failing too ends the video with PyAV's error (once: no second fallback, no loop)
     def pyav_fails(path, info, sampling):
         raise DecodeError("decoding stopped: simulated bad packets")
@@ -144,8 +137,8 @@ def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatc
 
     monkeypatch.setattr(decode, "_frames_pyav", pyav_fails)
     with pytest.raises(DecodeError, match="simulated bad packets"):
-        worker._process_video(cfg, NoFaces(), 9, str(vids["face"]), Sink())
+        list(stages.frames_with_faces(cfg, NoFaces(), str(vids["face"])))
     # asked for decord only, the failure is the video's error
-    cfg = worker.WorkerConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="decord")
+    cfg = stages.FramesConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="decord")
     with pytest.raises(DecodeError, match="simulated damaged packet"):
-        worker._process_video(cfg, NoFaces(), 8, str(vids["face"]), Sink())
+        list(stages.frames_with_faces(cfg, NoFaces(), str(vids["face"])))

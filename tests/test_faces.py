@@ -232,7 +232,7 @@ def test_training_and_scanning_default_to_the_same_detector():
 
     from acfd.scanner.cli import scan_cmd
     from acfd.scanner.pipeline import ScanConfig
-    from acfd.scanner.worker import WorkerConfig
+    from acfd.scanner.stages import FramesConfig
     from acfd.train.cli import prepare as prepare_cmd
     from acfd.train.prepare import PrepareConfig
 
@@ -245,7 +245,7 @@ def test_training_and_scanning_default_to_the_same_detector():
     prep, scan = cli_option(prepare_cmd, "detector"), cli_option(scan_cmd, "detector_model")
     assert prep.default == scan.default == "auto"
     assert default(PrepareConfig, "detector") == default(ScanConfig, "detector_model") == "auto"
-    assert default(WorkerConfig, "detector_model") == "auto"
+    assert default(FramesConfig, "detector_model") == "auto"
     assert set(prep.type.choices) == set(scan.type.choices) == {"full", "short", "auto"}
 
 

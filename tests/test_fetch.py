@@ -321,7 +321,7 @@ def test_scan_with_a_model_url(server, cache, tmp_path, monkeypatch):
     video = H.face_video(tmp_path / "face.mp4", n=10, fps=10)
     dbp = tmp_path / "s.sqlite"
     url = f"http://someone:pw@127.0.0.1:{server.port}/models/fake.onnx#sha256={sha}"
-    r = CliRunner().invoke(main, [str(video), "--model", url, "--db", str(dbp), "--workers", "1", "-q"])
+    r = CliRunner().invoke(main, [str(video), "--model", url, "--db", str(dbp), "--workers", "0", "-q"])
     assert r.exit_code == 1, r.output  # the face is flagged by the "fake" model
     assert "pw@" not in r.output
     assert (cache / sha / "fake.onnx").read_bytes() == data
@@ -334,7 +334,7 @@ def test_scan_with_a_model_url(server, cache, tmp_path, monkeypatch):
     # $ACFD_MODEL may be a URL too; now served from the cache with the server stopped
     server.stop()
     monkeypatch.setenv("ACFD_MODEL", url)
-    r = CliRunner().invoke(main, [str(video), "--db", str(dbp), "--workers", "1", "-q", "--rescan"])
+    r = CliRunner().invoke(main, [str(video), "--db", str(dbp), "--workers", "0", "-q", "--rescan"])
     assert r.exit_code == 1, r.output
     assert H.rows(dbp, "SELECT COUNT(*) FROM verdicts WHERE identity IS NULL AND label = 'fake'") == [(2,)]
 

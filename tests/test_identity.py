@@ -107,7 +107,8 @@ def test_a_model_that_fails_to_load_stops_the_scan_instead_of_failing_every_vide
     # which later runs would skip as bad files.
     import multiprocessing as mp
 
-    from acfd.scanner import worker
+    from acfd.scanner import stages, worker
+    from acfd.scanner.decode import Sampling
 
     def broken(*a, **k):
         raise IdentityModelError("could not load the face recognition model: truncated")
@@ -118,10 +119,11 @@ def test_a_model_that_fails_to_load_stops_the_scan_instead_of_failing_every_vide
     tasks_w.send((7, "a.mp4"))
     tasks_w.send((8, "b.mp4"))
     tasks_w.close()  # the worker returns at the end of the tasks either way
-    worker._serve(worker.WorkerConfig(worker.Sampling(), 64, 1.3), None, tasks_r, out_w)
-    kind, vid, msg = out_r.recv()
-    assert (kind, vid) == (worker.MSG_ERROR, -1)
-    assert msg == "face recognition: could not load the face recognition model: truncated"
+    frames = stages.FramesConfig(Sampling(), 64, 1.3)
+    worker._serve(worker.WorkerConfig(frames), None, tasks_r, out_w)
+    msg = out_r.recv()
+    assert msg == worker.WorkerMessage(-1, worker.StartFailed(
+        "face recognition: could not load the face recognition model: truncated"))
     assert not out_r.poll(0.1)  # it stopped: video 8 was not tried
 
 

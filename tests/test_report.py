@@ -417,7 +417,7 @@ def scanned_report(tmp_path_factory):
     model = make_model(root / "tiny.onnx", bias=12.0)  # every face scores ~12 > 9.05: flagged
     db = root / "acfd.sqlite"
     runner = CliRunner()
-    r = runner.invoke(main, [str(vids), "-m", str(model), "--db", str(db), "--workers", "1", "--frames", "4", "-q"])
+    r = runner.invoke(main, [str(vids), "-m", str(model), "--db", str(db), "--workers", "0", "--frames", "4", "-q"])
     assert r.exit_code == 1, r.output  # 1: something flagged, no errors
     out = root / "report"
     r = runner.invoke(main, ["report", "--db", str(db), "--out", str(out)])

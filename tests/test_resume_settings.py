@@ -26,7 +26,7 @@ def folder(tmp_path_factory):
 
 
 def _scan(*args: object) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "acfd.scanner", *map(str, args), "-q", "--workers", "1"]
+    cmd = [sys.executable, "-m", "acfd.scanner", *map(str, args), "-q", "--workers", "0"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 

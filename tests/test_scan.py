@@ -165,23 +165,23 @@ def test_jsonl(scanned):
 def test_rerun_skips_everything_then_rescan_and_new_model(scanned, archive, models):
     _, dbp, _ = scanned
     n_rows = H.rows(dbp, "SELECT COUNT(*) FROM videos")[0][0]
-    r = _scan(archive, "-r", "--model", models["fake"], "--db", dbp, "--workers", 1, "-q")
+    r = _scan(archive, "-r", "--model", models["fake"], "--db", dbp, "--workers", 0, "-q")
     # nothing new was scanned, yet the status still reports the stored flags and errors
     assert r.exit_code == 3, r.output
     assert H.rows(dbp, "SELECT COUNT(*) FROM videos")[0][0] == n_rows
     assert H.rows(dbp, "SELECT n_skipped, n_ok, n_error FROM scans ORDER BY id DESC LIMIT 1") == [(17, 0, 0)]
     # --retry-errors: only the error rows are tried again (they fail again, one new row each)
-    r = _scan(archive, "-r", "--model", models["fake"], "--db", dbp, "--workers", 1, "-q", "--retry-errors")
+    r = _scan(archive, "-r", "--model", models["fake"], "--db", dbp, "--workers", 0, "-q", "--retry-errors")
     assert H.rows(dbp, "SELECT n_skipped, n_error FROM scans ORDER BY id DESC LIMIT 1") == [(9, 8)]
     n_rows += 8
     assert H.rows(dbp, "SELECT COUNT(*) FROM videos")[0][0] == n_rows
     # a changed file is scanned again (size and mtime are the key)
     os.utime(archive / "no_face.mp4", ns=(1, 10**18))
-    r = _scan(archive, "-r", "--model", models["fake"], "--db", dbp, "--workers", 1, "-q")
+    r = _scan(archive, "-r", "--model", models["fake"], "--db", dbp, "--workers", 0, "-q")
     assert H.rows(dbp, "SELECT n_skipped, n_no_face FROM scans ORDER BY id DESC LIMIT 1") == [(16, 1)]
     # another model: everything is scanned again, verdicts of both models are kept
     r = _scan(archive / "face.mp4", archive / "no_face.mp4", "--model", models["real"], "--db", dbp, "-q",
-              "--workers", 1, "--strategy", "mean")
+              "--workers", 0, "--strategy", "mean")
     assert r.exit_code == 0, r.output
     latest = dict(H.rows(dbp, "SELECT path, label FROM latest_verdicts"))
     assert latest[str(archive / "face.mp4")] == "real"

@@ -65,6 +65,6 @@ def test_a_worker_that_dies_at_start_stops_the_scan_and_blames_no_file(tmp_path,
 
 def test_more_frames_than_the_video_has_takes_every_frame(tmp_path, clip, models):
     db = tmp_path / "f.sqlite"
-    cfg = ScanConfig(paths=(str(clip),), db=str(db), workers=1, fps=None, frames=10**12)
+    cfg = ScanConfig(paths=(str(clip),), db=str(db), workers=0, fps=None, frames=10**12)
     s = Scanner(cfg, load(models["fake"])).run()
     assert (s.n_ok, s.n_error, s.n_frames) == (1, 0, 6)

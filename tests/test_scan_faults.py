@@ -77,6 +77,10 @@ def test_sigkill_then_restart_loses_and_duplicates_nothing(tmp_path, clip, model
     committed = H.rows(dbp, "SELECT COUNT(*) FROM videos WHERE scan_id = ?", first[0][0])[0][0]
     assert 2 <= committed < 6
     assert first[0][1] == committed  # counters are committed with each video
+    # The killed scan is found dead by its lease (scans.lease_until), not by its pid: let it run out,
+    # as if the lease's minute had passed.
+    assert H.rows(dbp, "SELECT status, lease_until IS NOT NULL FROM scans") == [("running", 1)]
+    H.rows(dbp, "UPDATE scans SET lease_until = '2000-01-01 00:00:00.000000'")  # committed on leaving
     r = subprocess.run(args, capture_output=True, text=True, timeout=180)
     assert r.returncode == 1, r.stderr
     rows = H.rows(dbp, "SELECT path, COUNT(*) FROM videos GROUP BY path_key")

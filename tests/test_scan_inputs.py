@@ -20,7 +20,7 @@ def models(tmp_path_factory):
 
 
 def _scan(*args: object) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "acfd.scanner", *map(str, args), "--workers", "1", "-q", "--frames", "2"]
+    cmd = [sys.executable, "-m", "acfd.scanner", *map(str, args), "--workers", "0", "-q", "--frames", "2"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 

@@ -80,7 +80,7 @@ def use_starter(monkeypatch):
 
 
 def _scan(vids: Path, db: Path, *extra: str):
-    return CliRunner().invoke(main, [str(vids), "--db", str(db), "--frames", "2", "--workers", "1", "-q", *extra])
+    return CliRunner().invoke(main, [str(vids), "--db", str(db), "--frames", "2", "--workers", "0", "-q", *extra])
 
 
 def test_scan_without_a_model_uses_the_starter_and_says_so_first(setup, use_starter, tmp_path):

@@ -47,6 +47,7 @@ KNOBS = {
     "STARTER_BATCH": "4",
     "STARTER_CROP": "96",
     "STARTER_FAR": str(FAR),
+    "STARTER_SCAN_ARGS": "--workers 0",  # the frames stage in each scan's own process: no worker start-up
 }
 # The repository each photo came from (a corpus manifest, as ../shared/data/faces has): the card names these.
 REPOS = {"astro": "scikit-image/astronaut", "astro_neg": "test/negatives", "astro_negc": "test/negatives",
@@ -111,6 +112,7 @@ def test_every_step_runs_once_in_order(made):
     ]  # fmt: skip
     assert f"--far {FAR} --set-threshold" in ran[7] and "--set-threshold" not in " ".join(ran[:7] + ran[8:])
     assert all("--fakes synthetic" in c for c in ran if c.startswith("acfd-scan"))
+    assert all(c.endswith("--workers 0") or " --workers 0 " in c for c in ran if c.startswith("acfd-scan"))
 
 
 def test_the_card_of_the_starter_model(made):

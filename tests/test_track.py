@@ -326,7 +326,7 @@ def test_merge_tracklets_rules():
 def test_worker_keeps_face_descriptors_to_itself(tmp_path, monkeypatch):
     """Embeddings are biometric templates: computed in the worker, never in what it sends (and so never
     in the store, the report or the logs)."""
-    from acfd.scanner import identity, worker
+    from acfd.scanner import identity, stages
     from acfd.scanner.decode import Sampling
 
     made: list[np.ndarray] = []
@@ -342,22 +342,14 @@ def test_worker_keeps_face_descriptors_to_itself(tmp_path, monkeypatch):
     frames = [canvas([(astronaut_head(), 20 + 4 * i, 20), (cameraman_head(), 360, 30)]) for i in range(3)]
     video = write_video(tmp_path / "two.mp4", frames, fps=2)
 
-    class Sink:
-        def __init__(self) -> None:
-            self.msgs: list = []
-
-        def send(self, m: object) -> None:
-            self.msgs.append(m)
-
-    cfg = worker.WorkerConfig(sampling=Sampling(fps=2), crop_size=CROP, crop_margin=1.3)
-    sink = Sink()
+    cfg = stages.FramesConfig(sampling=Sampling(fps=2), crop_size=CROP, crop_margin=1.3)
     with FaceDetector(cfg.detector_model) as det:  # type: ignore[arg-type]
-        worker._process_video(cfg, det, 1, str(video), sink)  # type: ignore[arg-type]
-    frames_sent = [m[2] for m in sink.msgs if m[0] == worker.MSG_FRAME]
+        events = list(stages.frames_with_faces(cfg, det, str(video)))  # type: ignore[arg-type]
+    frames_sent = [e for e in events if isinstance(e, stages.FrameFaces)]
     assert [list(f.identities) for f in frames_sent] == [[0, 1]] * 3
-    assert sink.msgs[-1][0] == worker.MSG_DONE and sink.msgs[-1][2][4] == {0: 0, 1: 1}
+    assert isinstance(events[-1], stages.Decoded) and events[-1].identity_map == {0: 0, 1: 1}
     assert len(made) == 4  # each face's first and (checking the one reused between) last sample
-    sent = pickle.dumps(sink.msgs)
+    sent = pickle.dumps(events)  # what a worker sends up its pipe
     for d in made:  # neither the float32 bytes nor any 128-float array travel
         assert d.tobytes() not in sent
     assert not any(isinstance(x, np.ndarray) and x.shape[-1:] == (128,) for f in frames_sent for x in vars(f).values())
@@ -367,7 +359,7 @@ def test_worker_sends_frames_once_their_ids_are_final(tmp_path, monkeypatch, res
     """A cut that the glance cannot see (here: a glance that never changes) is found when the reused
     faces are checked, at the end of the track; the worker holds those frames until then and sends
     them with their final ids."""
-    from acfd.scanner import track, worker
+    from acfd.scanner import stages, track
     from acfd.scanner.decode import Sampling
 
     still = Glance(np.ones(1), np.ones(1))
@@ -376,21 +368,13 @@ def test_worker_sends_frames_once_their_ids_are_final(tmp_path, monkeypatch, res
     frames = [canvas([(astronaut_head(), LEFT_X, TOP)])] * 3 + [canvas([(hopper_head(), LEFT_X + 10, TOP)])] * 3
     video = write_video(tmp_path / "cut.mp4", frames, fps=5)
 
-    class Sink:
-        def __init__(self) -> None:
-            self.msgs: list = []
-
-        def send(self, m: object) -> None:
-            self.msgs.append(m)
-
-    cfg = worker.WorkerConfig(sampling=Sampling(fps=5), crop_size=CROP, crop_margin=1.3)
-    sink = Sink()
+    cfg = stages.FramesConfig(sampling=Sampling(fps=5), crop_size=CROP, crop_margin=1.3)
     with FaceDetector(cfg.detector_model) as det:  # type: ignore[arg-type]
-        worker._process_video(cfg, det, 1, str(video), sink)  # type: ignore[arg-type]
-    sent = [m[2] for m in sink.msgs if m[0] == worker.MSG_FRAME]
+        events = list(stages.frames_with_faces(cfg, det, str(video)))  # type: ignore[arg-type]
+    sent = [e for e in events if isinstance(e, stages.FrameFaces)]
     assert [f.index for f in sent] == list(range(6))
     assert [list(f.identities) for f in sent] == [[0]] * 3 + [[1]] * 3
-    assert sink.msgs[-1][0] == worker.MSG_DONE and sink.msgs[-1][2][4] == {0: 0, 1: 1}
+    assert isinstance(events[-1], stages.Decoded) and events[-1].identity_map == {0: 0, 1: 1}
     # the first face; at the end the last one, then back from it (4, 3, and 2: not the same person)
     assert resnet_calls[0] == 5
 
@@ -484,7 +468,7 @@ def test_scan_stores_one_identity_for_a_face_that_jumps(models, tmp_path):
     video = write_video(tmp_path / "jump.mp4", frames, fps=5)
     dbp = tmp_path / "s.sqlite"
     r = CliRunner().invoke(main, ["scan", str(video), "--model", str(models["real"]), "--db", str(dbp),
-                                  "--every-frame", "--workers", "1", "--quiet"])
+                                  "--every-frame", "--workers", "0", "--quiet"])
     assert r.exit_code == 0, r.output
     with sqlite3.connect(dbp) as con:
         det = con.execute("SELECT DISTINCT identity FROM detections").fetchall()

@@ -36,7 +36,7 @@ from click.testing import CliRunner
 from tests import scan_helpers as H
 
 N_VIDEOS = 22  # per class: every one of them has a face at 160 px (at 128 px, with black around the photo, 2 fakes had none)
-FRAMES = ["--frames", "2", "--workers", "1", "-q"]
+FRAMES = ["--frames", "2", "--workers", "0", "-q"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,374 @@
+"""The scanner's stages as plain functions over typed values: no processes, threads, pipes or store.
+
+A video goes through three stages; an executor (:mod:`acfd.scanner.local`, later a cluster one)
+only decides where and when each runs:
+
+1. :func:`frames_with_faces`: decode the sampled frames, detect every face, track identities and
+   crop each face the training way. It yields :class:`Opened`, then one :class:`FrameFaces` per
+   sampled frame (once its identities are settled), then :class:`Decoded` with the identity map.
+2. :func:`score_batch`: run the model on a batch of crops, from any videos.
+3. :func:`finish_video`: aggregate one video's scored faces into its verdicts
+   (:func:`window_verdict`: the same for a time window of a stream).
+
+:class:`VideoWork` is the state of one video between the stages (faces waiting for scores, the crops
+kept for the report), so an executor's scheduling is bookkeeping over these values and can be tested
+without processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from acfd.schemas import db
+
+from .aggregate import Scale, VideoVerdict, aggregate
+from .config import DECODERS, DEFAULTS, ScanError
+from .decode import DecodeError, Sampling, VideoInfo
+from .discover import Candidate
+from .results import FaceRecord, StoredCrop, VideoResult
+
+THUMB_SIZE = 128  # side of the JPEG thumbnail stored with a kept crop
+JPEG_QUALITY = 85
+
+
+# -- stage 1: frames with faces ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FramesConfig:
+    """How :func:`frames_with_faces` samples, decodes, detects and crops (the same for every video)."""
+
+    sampling: Sampling
+    crop_size: int
+    crop_margin: float
+    decoder: str = DEFAULTS.decoder  # auto | decord | pyav
+    gpu_decode: bool = False
+    detector_model: str = DEFAULTS.detector  # full | short | auto (acfd.scanner.faces.DETECTOR_MODES)
+    min_face_score: float = DEFAULTS.min_face_score
+    detect_max_side: int = DEFAULTS.detect_max_side
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise DecodeError(f"unknown decoder {self.decoder!r}: choose {', '.join(DECODERS)}")
+        if self.crop_size < 8:
+            raise DecodeError(f"crop size {self.crop_size} is too small")
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The video opened: its facts."""
+
+    info: VideoInfo
+
+
+@dataclass(frozen=True)
+class FrameFaces:
+    """One sampled frame: its faces (full-resolution boxes), their identities (tracklets until
+    :class:`Decoded` maps them to people) and crops."""
+
+    index: int
+    time_s: float
+    faces: tuple[Any, ...]  # acfd.scanner.faces.Face
+    identities: tuple[int, ...]
+    crops: np.ndarray | None  # uint8 [k, S, S, 3], None when no face
+    t_decode: float
+    t_detect: float
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The video is decoded: totals, the decoder that really ran, and the tracklet -> person map."""
+
+    n_frames: int
+    t_decode: float
+    t_detect: float
+    decoder: str
+    identity_map: dict[int, int]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The video cannot be scanned: one line for its error row."""
+
+    error: str
+
+
+VideoEvent = Opened | FrameFaces | Decoded | Failed
+
+
+class Detector(Protocol):
+    def detect(self, image: np.ndarray) -> list[Any]: ...
+
+
+def frames_with_faces(cfg: FramesConfig, detector: Detector, target: str, identity: str = "face") -> Iterator[VideoEvent]:
+    """Decode, detect, crop and track one video (``target``: what the decoder opens, a path).
+
+    Raises :class:`~acfd.scanner.decode.DecodeError` for a file that cannot be decoded (the caller
+    turns it into :class:`Failed`). ``identity``: how faces are told apart (acfd.scanner.track.MODES);
+    scans use ``face`` (the face-recognition embedding of the faces its schedule picks),
+    ``bench/identities.py`` also the others. A frame is yielded once its ids are final
+    (``IoUTracker.settled``): faces that reused their track's descriptor are checked at the track's next
+    embedded face, up to ``EmbedSchedule.every_frames`` samples later.
+    """
+    from .decode import open_frames
+    from .faces import crop, crop_box
+    from .track import FrameLooks, tracker
+
+    t0 = time.perf_counter()
+    info, frames = open_frames(target, cfg.sampling, cfg.decoder, cfg.gpu_decode)
+    yield Opened(info)
+    t_decode_total = time.perf_counter() - t0
+    t_detect_total = 0.0
+    tr = tracker(identity)
+    held: list[FrameFaces] = []  # frames whose ids may still change, in order (n - len(held) yielded)
+    n = 0
+
+    def settled(upto: int) -> Iterator[FrameFaces]:
+        while held and n - len(held) < upto:
+            r = held.pop(0)
+            k = n - len(held) - 1  # its sampled frame number, as the tracker counts
+            yield dataclasses.replace(r, identities=tuple(tr.tracklets(k)))
+
+    decoder = info.decoder
+    last_t = float("-inf")
+    while True:
+        t0 = time.perf_counter()
+        try:
+            frame = next(frames, None)
+        except DecodeError:
+            if cfg.decoder != "auto" or decoder not in ("decord", "decord-gpu"):
+                raise  # asked for decord only, or PyAV failed too (a second fallback would loop)
+            # decord gave up in the middle of the stream (it is less forgiving of damaged packets):
+            # go on with PyAV from the first sampled frame after the last one taken
+            decoder += "+pyav"
+            _, rest = open_frames(target, cfg.sampling, "pyav")
+            frames = (f for f in rest if f.time_s > last_t + 1e-6)
+            continue
+        t_dec = time.perf_counter() - t0
+        t_decode_total += t_dec
+        if frame is None:
+            break
+        last_t = frame.time_s
+        t0 = time.perf_counter()
+        faces = detector.detect(frame.image)
+        crops = None
+        if faces:
+            crops = np.stack([crop(frame.image, crop_box(f, cfg.crop_margin), cfg.crop_size) for f in faces])
+        # t_detect includes the faces' descriptors (about 0.13 s of CPU per embedded face: acfd.scanner.identity)
+        ids = tr.observe(faces, FrameLooks(tr.method, frame.image, faces, crops), frame.time_s)
+        t_det = time.perf_counter() - t0
+        t_detect_total += t_det
+        held.append(FrameFaces(frame.index, frame.time_s, tuple(faces), tuple(ids), crops, t_dec, t_det))
+        n += 1
+        yield from settled(tr.settled)
+    if n == 0:
+        raise DecodeError("no decodable video frames")
+    t0 = time.perf_counter()
+    tr.finish()  # the last reused faces are checked (an embedding or so per open track)
+    t_detect_total += time.perf_counter() - t0
+    yield from settled(n)
+    # identities are tracklets until here: the merge maps them to people (0..k-1)
+    yield Decoded(n, t_decode_total, t_detect_total, decoder, tr.identity_map())
+
+
+# -- stage 2: score a batch --------------------------------------------------------------------------
+
+class Prediction(Protocol):
+    score: np.ndarray
+    attention: np.ndarray | None
+
+
+class Model(Protocol):
+    """What :func:`score_batch` needs of a backend (``acfd.engine`` backends have it)."""
+
+    def infer(self, crops: np.ndarray) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The model's output for a batch: one score per crop, and attention maps when the model has them."""
+
+    score: np.ndarray  # float32 [n]
+    attention: np.ndarray | None  # float32 [n, h, w]
+
+
+def score_batch(model: Model, crops: np.ndarray) -> Scores:
+    """Run the model on ``crops`` (uint8 [n, S, S, 3]); a model that answers for another number of crops
+    is an error of the model, not of a video."""
+    pred = model.infer(crops)
+    score = np.asarray(pred.score, dtype=np.float32).reshape(-1)
+    att = None if pred.attention is None else np.asarray(pred.attention, dtype=np.float32)
+    if score.shape[0] != len(crops):
+        raise ScanError(f"model returned {score.shape[0]} scores for {len(crops)} crops")
+    return Scores(score, att)
+
+
+# -- between the stages: one video's state -----------------------------------------------------------
+
+def thumbnail(crop: np.ndarray) -> bytes:
+    """A crop as the JPEG thumbnail stored for the report."""
+    import cv2
+
+    small = cv2.resize(crop, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ScanError("JPEG encoding of a face crop failed")
+    return buf.tobytes()
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A face waiting for its score: which video, which face of it, the crop."""
+
+    video: int
+    face: int
+    crop: np.ndarray
+
+
+_Kept = tuple[float, int, StoredCrop]  # (score, face index, crop): min-heap entries per identity
+
+
+@dataclass
+class VideoWork:
+    """One video between the stages: faces found so far, how many still wait for a score, and the
+    ``keep`` highest-scoring crops of each identity (thumbnail + attention, for the report)."""
+
+    video: int
+    item: Candidate
+    keep: int = DEFAULTS.store_crops
+    result: VideoResult = field(init=False)
+    pending: int = 0  # faces handed to scoring, not yet scored
+    decoded: bool = False
+    failed: bool = False
+    kept: dict[int, list[_Kept]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.result = VideoResult(self.item, db.STATUS_OK)
+
+    @property
+    def complete(self) -> bool:
+        """Nothing more will come for this video: it can be finished."""
+        return self.failed or (self.decoded and self.pending == 0)
+
+    def on_event(self, ev: VideoEvent) -> list[FaceCrop]:
+        """Take one event of :func:`frames_with_faces` (or a failure); returns the faces to score."""
+        r = self.result
+        if isinstance(ev, Opened):
+            r.info = ev.info
+        elif isinstance(ev, FrameFaces):
+            r.n_frames += 1
+            r.timings.decode += ev.t_decode
+            r.timings.detect += ev.t_detect
+            out = []
+            for k, (face, ident) in enumerate(zip(ev.faces, ev.identities, strict=True)):
+                r.faces.append(FaceRecord(ev.index, ev.time_s, face, ident))
+                assert ev.crops is not None
+                out.append(FaceCrop(self.video, len(r.faces) - 1, ev.crops[k]))
+            self.pending += len(out)
+            return out
+        elif isinstance(ev, Decoded):
+            if ev.identity_map:
+                self._merge_identities(ev.identity_map)
+            r.timings.decode, r.timings.detect = ev.t_decode, ev.t_detect
+            if r.info is not None and r.info.decoder != ev.decoder:
+                r.info = dataclasses.replace(r.info, decoder=ev.decoder)
+            self.decoded = True
+        elif isinstance(ev, Failed):
+            self.failed = True
+            r.status, r.error = db.STATUS_ERROR, ev.error
+        else:  # pragma: no cover - a new event kind must be handled here
+            raise TypeError(f"unknown video event {ev!r}")
+        return []
+
+    def on_score(self, face: int, crop: np.ndarray, score: float, attention: np.ndarray | None, infer_s: float) -> None:
+        """A face's score (and its share of the batch's time); keeps its crop if among the highest."""
+        if self.failed:
+            return
+        self.pending -= 1
+        self.result.faces[face].score = float(score)
+        self.result.timings.infer += infer_s
+        if self.keep == 0:
+            return
+        heap = self.kept.setdefault(self.result.faces[face].identity, [])
+        if len(heap) < self.keep or score > heap[0][0]:
+            entry = (float(score), face, StoredCrop(face, thumbnail(crop), THUMB_SIZE,
+                                                    None if attention is None else attention.copy()))
+            if len(heap) < self.keep:
+                heapq.heappush(heap, entry)
+            else:
+                heapq.heapreplace(heap, entry)
+
+    def _merge_identities(self, mapping: dict[int, int]) -> None:
+        """Apply the tracklet -> person map to the faces and the kept crops."""
+        for f in self.result.faces:
+            f.identity = mapping.get(f.identity, f.identity)
+        merged: dict[int, list[_Kept]] = {}
+        for old, heap in self.kept.items():
+            merged.setdefault(mapping.get(old, old), []).extend(heap)
+        self.kept = {}
+        for ident, entries in merged.items():
+            top = heapq.nlargest(self.keep, entries, key=lambda e: (e[0], e[1]))
+            heapq.heapify(top)
+            self.kept[ident] = top
+
+
+# -- stage 3: finish a video -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VerdictPolicy:
+    """How scored faces become verdicts: the aggregation strategy, the model's scale, the support an
+    identity needs (None: max(2, 10% of face frames))."""
+
+    strategy: str
+    scale: Scale
+    min_support: int | None = None
+
+
+def finish_video(work: VideoWork, policy: VerdictPolicy | None) -> VideoResult:
+    """The video's verdicts from its scored faces (faces are in frame order: one decoder, in order),
+    and the content hash of its file; an error keeps no faces (``policy`` is only needed for a video
+    that was decoded)."""
+    t0 = time.perf_counter()
+    r = work.result
+    if r.status not in (db.STATUS_ERROR, db.STATUS_SKIPPED):
+        if policy is None:
+            raise ScanError("a decoded video needs a verdict policy")
+        if r.faces:
+            r.verdict = aggregate(
+                [f.identity for f in r.faces], [f.time_s for f in r.faces], [float(f.score) for f in r.faces],
+                policy.strategy, policy.scale, policy.min_support,
+            )
+            r.status = db.STATUS_OK
+        else:
+            r.verdict = aggregate([], [], [], policy.strategy, policy.scale)
+            r.status = db.STATUS_NO_FACE
+        r.crops = sorted((sc for heap in work.kept.values() for _, _, sc in heap), key=lambda sc: sc.face_index)
+    else:
+        r.faces, r.crops, r.verdict = [], [], None
+    r.content_hash = work.item.content_hash()
+    r.timings.store += time.perf_counter() - t0
+    return r
+
+
+def window_verdict(faces: Sequence[FaceRecord], start_s: float, end_s: float, policy: VerdictPolicy) -> VideoVerdict:
+    """The verdict of a time window (a live stream's, where a video never ends): the scored faces with
+    ``start_s <= time_s < end_s``, aggregated as a video's are (``no_face`` when there are none)."""
+    if not end_s > start_s:
+        raise ScanError(f"a window must end after it starts ({start_s:g} s .. {end_s:g} s)")
+    inside = [f for f in faces if start_s <= f.time_s < end_s]
+    if any(f.score is None for f in inside):
+        raise ScanError("a window can be judged only once all its faces are scored")
+    return aggregate([f.identity for f in inside], [f.time_s for f in inside], [float(f.score) for f in inside],  # type: ignore[arg-type]
+                     policy.strategy, policy.scale, policy.min_support)
+
+
+def ready_result(item: Candidate, status: str, error: str) -> VideoResult:
+    """A result known without decoding (an unreadable path, a second path of one file), finished."""
+    work = VideoWork(-1, item, keep=0)
+    work.result.status, work.result.error = status, error
+    return finish_video(work, None)
