@@ -9,6 +9,8 @@ One SQLite file by default (any SQLAlchemy URL works). Every table and column is
 - ``detections``: one row per face found on a sampled frame (box, detector score, model score, identity).
 - ``verdicts``: per identity (``identity`` set) and per video (``identity`` NULL); label fake|real|no_face.
 - ``attention_masks``: for a few stored face crops: the model's attention map and a small JPEG of the crop.
+- ``windows``: per time window of a watched stream (``acfd-scan watch``): its verdict as it closed.
+- ``stream_events``: a watched stream opened, dropped, given up or ended.
 - ``latest_verdicts`` (view): each video path's most recent whole-video verdict.
 - ``meta``: key/value, holds ``schema_version`` for migrations.
 
@@ -47,7 +49,7 @@ from .errors import AcfdError
 
 # Version of the table layout below. Bump it with every change and add a migration step to
 # ``MIGRATIONS`` (from version N to N + 1).
-DB_SCHEMA_VERSION = 3
+DB_SCHEMA_VERSION = 4
 
 # Values of ``videos.status``.
 STATUS_OK = "ok"  # decoded, faces found, verdicts stored
@@ -68,6 +70,13 @@ SCAN_DONE = "done"
 SCAN_FAILED = "failed"  # stopped by an error that is not one video's fault
 SCAN_INTERRUPTED = "interrupted"  # Ctrl-C, or found dead by a later scan (its lease ran out: killed)
 SCAN_STATUSES = (SCAN_RUNNING, SCAN_DONE, SCAN_FAILED, SCAN_INTERRUPTED)
+
+# Values of ``stream_events.kind`` (a stream watched by ``acfd-scan watch``).
+EVENT_OPENED = "opened"  # decoding started (first connection, or again after a drop)
+EVENT_DROPPED = "dropped"  # the stream failed or stalled: ``message`` says why
+EVENT_GAVE_UP = "gave_up"  # reconnecting failed too often: watching this stream stopped
+EVENT_ENDED = "ended"  # the stream ended (its end, --duration, Ctrl-C or SIGTERM): ``message`` says which
+STREAM_EVENTS = (EVENT_OPENED, EVENT_DROPPED, EVENT_GAVE_UP, EVENT_ENDED)
 
 # Encodings of ``attention_masks.data``.
 MASK_PNG = "png"  # 8-bit grayscale PNG, value = round(255 * attention)
@@ -218,6 +227,9 @@ class Video(Base):
     t_infer: Mapped[float] = mapped_column(Float, default=0.0)
     t_store: Mapped[float] = mapped_column(Float, default=0.0)
     scanned_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # For a URL: the server's ETag (with size = Content-Length and mtime_ns = Last-Modified, the resume
+    # key); NULL for files and for servers that give none. Version 4 (last: where the migration adds it).
+    etag: Mapped[str | None] = mapped_column(Text)
 
     scan: Mapped[Scan] = relationship(back_populates="videos")
     detections: Mapped[list[Detection]] = relationship(
@@ -279,6 +291,52 @@ class Verdict(Base):
     t_last: Mapped[float | None] = mapped_column(Float)
 
     video: Mapped[Video] = relationship(back_populates="verdicts")
+
+
+class Window(Base):
+    """A time window of a watched stream (``acfd-scan watch``), judged when it closes."""
+
+    __tablename__ = "windows"
+    __table_args__ = (
+        CheckConstraint(_in("label", LABELS), name="label"),
+        CheckConstraint("(label = 'no_face') = (score IS NULL)", name="no_face_no_score"),
+        UniqueConstraint("scan_id", "source_key", "window_index"),
+        Index(None, "source_key", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.model_id"))
+    # The stream as given, without any user:password (``source``), and its exact bytes (``source_key``).
+    source: Mapped[str] = mapped_column(Text)
+    source_key: Mapped[bytes] = mapped_column(LargeBinary)
+    window_index: Mapped[int] = mapped_column(Integer)  # 0, 1, ... per stream within one watch
+    # Wall-clock (UTC) and stream time (the stream's own clock, seconds) of the window's start and end.
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    start_s: Mapped[float | None] = mapped_column(Float)
+    end_s: Mapped[float | None] = mapped_column(Float)
+    n_frames: Mapped[int] = mapped_column(Integer, default=0)  # frames sampled in the window
+    n_faces: Mapped[int] = mapped_column(Integer, default=0)
+    n_identities: Mapped[int] = mapped_column(Integer, default=0)
+    score: Mapped[float | None] = mapped_column(Float)  # as a video's score: the highest supported identity's
+    label: Mapped[str] = mapped_column(String(16), index=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    strategy: Mapped[str] = mapped_column(String(32))
+
+
+class StreamEvent(Base):
+    """Something that happened to a watched stream: opened, dropped, given up, ended."""
+
+    __tablename__ = "stream_events"
+    __table_args__ = (CheckConstraint(_in("kind", STREAM_EVENTS), name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(Text)  # without any user:password
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)  # one line: why it dropped, which attempt, ...
 
 
 class AttentionMask(Base):
@@ -401,9 +459,18 @@ def _migrate_2_to_3(conn: Any) -> None:
         conn.execute(text(f"ALTER TABLE scans ADD COLUMN lease_until {kind}"))
 
 
+def _migrate_3_to_4(conn: Any) -> None:
+    """Version 4: ``videos.etag`` (NULL for old rows); the ``windows`` and ``stream_events`` tables are
+    new, made by ``init_db`` like any missing table."""
+    from sqlalchemy import inspect, text
+
+    if "etag" not in {c["name"] for c in inspect(conn).get_columns("videos")}:
+        conn.execute(text("ALTER TABLE videos ADD COLUMN etag TEXT"))
+
+
 # Migration steps: MIGRATIONS[n](connection) upgrades a database from version n to n + 1. Each step
 # is tested on a store written by the release before it (tests/test_migrations.py).
-MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, Any] = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 def database_url(db: str | os.PathLike[str]) -> str:

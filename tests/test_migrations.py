@@ -9,7 +9,7 @@ PyAV or acfd version would write today. ``tests/data/store_v2.sql`` is the same 
 acfd at commit 6c928ac (the release before the scan lease) scanning copies of the same files.
 
 Checked: readers refuse the old store with the upgrade hint; ``acfd-scan schema --upgrade`` and a
-plain scan (``init_db``) both migrate it to the current version (1 -> 3, 2 -> 3), the model row of a
+plain scan (``init_db``) both migrate it to the current version (1 -> 4, 2 -> 4), the model row of a
 version-1 store becoming unvalidated with no card, old scans getting no lease, and every old row and
 verdict unchanged; and a scan resumes across the migration (the unchanged videos are skipped, a
 changed one is scanned again beside the old verdicts).
@@ -77,15 +77,16 @@ def rows(dbp: Path, sql: str, *args: object) -> list[tuple]:
         con.close()
 
 
-# Columns that version 2 added (everything else existed in version 1), and version 3.
+# Columns that version 2 added (everything else existed in version 1), and versions 3 and 4.
 V2_COLUMNS = {"models": {"validation", "card_summary", "card_json"}, "scans": {"device_name"},
               "videos": {"settings_key"}}
 V3_COLUMNS = {"scans": {"lease_until"}}
+V4_COLUMNS = {"videos": {"etag"}}
 
 
 def old_rows(dbp: Path, since: int = 1) -> dict[str, list[tuple]]:
     """Every row of the version-``since`` tables, in that version's columns (for before/after comparisons)."""
-    added = [V2_COLUMNS, V3_COLUMNS][since - 1:]
+    added = [V2_COLUMNS, V3_COLUMNS, V4_COLUMNS][since - 1:]
     out = {}
     for t in OLD_TABLES:
         names = [r[1] for r in rows(dbp, f"PRAGMA table_info({t})") if not any(r[1] in a.get(t, ()) for a in added)]
@@ -138,14 +139,14 @@ def test_readers_refuse_the_v1_store_with_the_upgrade_hint(v1, tmp_path):
         r = cli(*cmd, "--db", v1.db)
         assert r.exit_code == 4, r.output
         (line,) = r.stderr.strip().splitlines()
-        assert "schema version 1, older than this acfd's 3" in line and "acfd-scan schema --upgrade" in line
+        assert "schema version 1, older than this acfd's 4" in line and "acfd-scan schema --upgrade" in line
     assert digest(v1.db) == before  # refusing migrates nothing
 
 
 def _check_migrated(v1: V1Store, before: dict[str, list[tuple]], new_scans: int = 0) -> None:
     """Version 3, the model unvalidated without a card, the old scan without a lease, every old row as it was."""
     after = old_rows(v1.db)
-    assert after["meta"] == [("schema_version", "3")]
+    assert after["meta"] == [("schema_version", "4")]
     assert rows(v1.db, "SELECT lease_until FROM scans WHERE id = 1") == [(None,)]
     assert after["scans"][: len(before["scans"])] == before["scans"] and len(after["scans"]) == 1 + new_scans
     for t in ("videos", "detections", "verdicts", "attention_masks", "models"):
@@ -163,7 +164,7 @@ def test_schema_upgrade_migrates_and_keeps_every_row(v1):
     before = old_rows(v1.db)
     r = cli("schema", "--upgrade", "--db", v1.db)
     assert r.exit_code == 0, r.output
-    assert f"upgraded {v1.db} from schema version 1 to 3" in r.stderr
+    assert f"upgraded {v1.db} from schema version 1 to 4" in r.stderr
     assert "card_json" in r.stdout and "validation" in r.stdout and "lease_until" in r.stdout
     _check_migrated(v1, before)
     # The readers accept it now, and the view still answers.
@@ -230,15 +231,16 @@ def test_scan_resumes_across_the_migration(tmp_path):
 
 def test_migration_steps_are_registered_and_idempotent(v1):
     """MIGRATIONS[n] are the steps init_db runs; run again (a crash between steps), they change nothing more."""
-    assert store.MIGRATIONS == {1: store._migrate_1_to_2, 2: store._migrate_2_to_3}
-    assert store.DB_SCHEMA_VERSION == 3
+    assert store.MIGRATIONS == {1: store._migrate_1_to_2, 2: store._migrate_2_to_3, 3: store._migrate_3_to_4}
+    assert store.DB_SCHEMA_VERSION == 4
     engine = store.make_engine(v1.db)
     try:
-        assert store.init_db(engine) == 3
+        assert store.init_db(engine) == 4
         once = rows(v1.db, "SELECT * FROM scans"), rows(v1.db, "SELECT * FROM models"), old_rows(v1.db)
         with engine.begin() as conn:
             store.MIGRATIONS[1](conn)
             store.MIGRATIONS[2](conn)
+            store.MIGRATIONS[3](conn)
     finally:
         engine.dispose()
     assert (rows(v1.db, "SELECT * FROM scans"), rows(v1.db, "SELECT * FROM models"), old_rows(v1.db)) == once
@@ -277,15 +279,15 @@ def test_the_v2_fixture_is_a_v2_store_of_the_same_files(v1, v2):
     assert rows(v2.db, "SELECT label FROM verdicts WHERE identity IS NULL ORDER BY video_id") == [("fake",), ("no_face",)]
 
 
-def test_v2_store_upgrades_to_3_keeping_every_row(v2, tmp_path):
+def test_v2_store_upgrades_to_4_keeping_every_row(v2, tmp_path):
     before, scans_before = old_rows(v2.db, since=2), rows(v2.db, "SELECT * FROM scans")
     r = cli("query", "SELECT COUNT(*) FROM videos", "--db", v2.db)
-    assert r.exit_code == 4 and "schema version 2, older than this acfd's 3" in r.stderr
+    assert r.exit_code == 4 and "schema version 2, older than this acfd's 4" in r.stderr
     r = cli("schema", "--upgrade", "--db", v2.db)
     assert r.exit_code == 0, r.output
-    assert f"upgraded {v2.db} from schema version 2 to 3" in r.stderr and "lease_until" in r.stdout
+    assert f"upgraded {v2.db} from schema version 2 to 4" in r.stderr and "lease_until" in r.stdout
     after = old_rows(v2.db, since=2)
-    assert after.pop("meta") == [("schema_version", "3")] and before.pop("meta") == [("schema_version", "2")]
+    assert after.pop("meta") == [("schema_version", "4")] and before.pop("meta") == [("schema_version", "2")]
     assert after == before
     # The old scan keeps every value and gets no lease (NULL): it is judged by host and pid.
     assert rows(v2.db, "SELECT * FROM scans") == [(*scans_before[0], None)]
@@ -294,6 +296,9 @@ def test_v2_store_upgrades_to_3_keeping_every_row(v2, tmp_path):
     store.open_store(fresh).dispose()
     assert columns(v2.db) == columns(fresh)
     assert columns(v2.db)["scans"][-1] == ("lease_until", "DATETIME", 0, None, 0)
+    assert columns(v2.db)["videos"][-1] == ("etag", "TEXT", 0, None, 0)
+    assert rows(v2.db, "SELECT COUNT(*) FROM videos WHERE etag IS NOT NULL") == [(0,)]
+    assert {"windows", "stream_events"} <= set(columns(v2.db))
 
 
 def test_an_old_running_scan_is_judged_by_host_and_pid_after_the_migration(v2):
