@@ -247,8 +247,12 @@ def validation_line(state: str) -> str:
 
 
 @main.command("scan", epilog=MODEL_HELP)
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str))
 @click.option("-r", "--recursive", is_flag=True, help="Walk folders recursively.")
+@click.option("--files-from", "files_from", default=None, metavar="FILE|-",
+              help="Also scan the paths and URLs listed in FILE ('-': stdin), one per line; blank lines and "
+                   "lines starting with # are skipped. Read as the scan goes.")
+@click.option("--null", is_flag=True, help="The --files-from list is NUL-separated (find -print0).")
 @click.option("-m", "--model", "model", default=None, envvar="ACFD_MODEL", metavar="PATH|URL",
               help="Model artifact: .onnx, .plan/.engine, a training run directory, or a URL "
                    "(https://...#sha256=HEX, hf://org/repo@REV/file), downloaded once [env ACFD_MODEL].")
@@ -271,7 +275,8 @@ def validation_line(state: str) -> str:
                    "a face)]; 1 lets any single face flag it.")
 @click.option("--decoder", type=click.Choice(list(DECODERS)), default=DEFAULTS.decoder, show_default=True)
 @click.option("--timeout", "timeout_s", type=float, default=DEFAULTS.timeout_s, show_default=True,
-              help="Seconds a video's decoder may make no progress before it is killed (error row).")
+              help="Seconds a video's decoder may make no progress before it is killed (error row); for a URL "
+                   "also the connection and read timeout.")
 @click.option("--store-crops", type=int, default=DEFAULTS.store_crops, show_default=True,
               help="Face crops (JPEG + attention map) stored per identity, most suspicious first.")
 @click.option("--detector", "detector_model", type=click.Choice(list(DETECTORS)), default=DEFAULTS.detector, show_default=True,
@@ -282,10 +287,13 @@ def validation_line(state: str) -> str:
               help="Address-space limit per decode worker in MB (a runaway decoder becomes an error row).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool, **kw: Any) -> int:
-    """Scan the videos at PATH... (files or folders) and store the verdicts.
+    """Scan the videos at PATH... (files, folders, or http(s)/HLS, rtsp, rtmp, srt, udp URLs) and store the verdicts.
+
+    Long lists: find /archive -name '*.mp4' -print0 | acfd-scan --files-from - --null
 
     Re-running the same command skips videos already scanned with the same size, mtime and model
-    (so an interrupted scan resumes); --rescan forces. Exit status: 0 nothing flagged, 1 something
+    (a URL: the same ETag, Last-Modified and Content-Length, as far as the server gives them), so an
+    interrupted scan resumes; --rescan forces. A URL's user:password@ is used, never stored or printed. Exit status: 0 nothing flagged, 1 something
     flagged, 2 errors, 3 both, 4 the scan could not run, 130 interrupted, 143 terminated.
     """
     from .pipeline import SUMMARY_NAMES as SHOW
@@ -402,6 +410,10 @@ for _cmd in _REPORT_COMMANDS:
 from .cli_validate import COMMANDS as _VALIDATE_COMMANDS  # noqa: E402
 
 for _cmd in _VALIDATE_COMMANDS:
+    main.add_command(_cmd)
+from .cli_watch import COMMANDS as _WATCH_COMMANDS  # noqa: E402
+
+for _cmd in _WATCH_COMMANDS:
     main.add_command(_cmd)
 
 __all__ = ["main", "scan_cmd", "AcfdError"]

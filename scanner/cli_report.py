@@ -88,7 +88,9 @@ def report_cmd(db: str, out: Path, only: str, scan_id: int | None, max_crops: in
     s = build_report(db, ReportConfig(out=out, only=only, scan_id=scan_id, max_crops=max_crops, title=title))  # type: ignore[arg-type]
     click.echo(
         f"report: {printable(s.index)} ({s.n_videos} videos in the table, {s.n_flagged} flagged, {s.n_detailed} with details, "
-        f"{s.n_images} images) [{s.seconds:.1f} s]"
+        f"{s.n_images} images"
+        + (f"; {s.n_streams} watched streams, {s.n_windows} windows" if s.n_streams else "")
+        + f") [{s.seconds:.1f} s]"
     )
     for p in s.problems[:20]:
         click.echo(f"  warning: {printable(p)}", err=True)

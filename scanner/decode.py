@@ -10,6 +10,14 @@ when present) when importable, since it seeks to the next sampled frame instead 
 frame; PyAV otherwise, or when decord cannot open the file. PyAV always reads the facts (container,
 codec, duration, rotation), because decord does not report rotation. Rotation from the display
 matrix is applied to every frame (``np.rot90``), as players do.
+
+URLs (:mod:`acfd.scanner.urls`: http(s) incl. HLS, rtsp, rtmp, srt, udp) are decoded by PyAV only (decord
+reads local files), with FFmpeg's protocols limited to what the scheme needs and ``timeout_s`` on opening
+and on every read. ``Sampling(frames=N)`` needs the stream's duration (a live stream has none: use fps);
+it reads a URL twice (the frame times first). A URL whose frames stop well before its duration (a cut or
+stalled connection: FFmpeg ends it as if it were the end) is a :class:`DecodeError`, not a short video:
+stored as an error, it is tried again with ``--retry-errors`` instead of keeping a verdict on a part.
+Error lines never hold the URL's password.
 """
 
 from __future__ import annotations
@@ -17,15 +25,24 @@ from __future__ import annotations
 import bisect
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 from acfd.schemas.errors import AcfdError
 
+from .urls import ffmpeg_options, is_url, redact
+
 # Stop a PyAV decode after this many undecodable packets in a row (a corrupt tail).
 MAX_BAD_PACKETS = 50
+
+# FFmpeg's timeouts for a URL when none is given (a scan gives its --timeout).
+URL_TIMEOUT_S = 300.0
+# A URL's frames must reach its duration to within this share of it (and at least EARLY_END_MIN_S
+# more than two frame intervals): HLS durations are the playlist's rounded EXTINF values.
+EARLY_END_SHARE = 0.05
+EARLY_END_MIN_S = 0.5
 
 
 class DecodeError(AcfdError):
@@ -114,26 +131,67 @@ def _check_file(path: str) -> int:
     return size
 
 
-def _open_av(path: str):  # noqa: ANN202 - PyAV container
+def _open_av(path: str, timeout_s: float | None = None):  # noqa: ANN202 - PyAV container
     import av
 
+    if not is_url(path):
+        kw: dict = {}
+    else:
+        t = _timeout(timeout_s)
+        kw = {"options": ffmpeg_options(path, t), "timeout": (t, t)}
     try:
-        return av.open(path, metadata_errors="ignore")
+        return av.open(path, metadata_errors="ignore", **kw)
     except av.error.InvalidDataError as e:
         raise DecodeError(f"not a readable video container ({_one_line(e)})") from e
+    except av.error.ExitError as e:  # PyAV's timeout interrupted FFmpeg (URLs only)
+        raise DecodeError(f"timed out after {kw['timeout'][0]:g} s while opening") from e
+    except av.error.ProtocolNotFoundError as e:
+        # e.g. srt:// with an FFmpeg built without libsrt (PyAV's wheels)
+        raise DecodeError(f"this FFmpeg (PyAV's) cannot read {path.split(':', 1)[0]}:// URLs ({_one_line(e)})") from e
     except av.error.FFmpegError as e:
         raise DecodeError(f"cannot open: {_one_line(e)}") from e
     except OSError as e:
         raise DecodeError(f"cannot open: {e.strerror or _one_line(e)}") from e
 
 
-def probe(path: str) -> VideoInfo:
-    """The facts of ``path``'s first video stream (decodes its first frame to learn the rotation)."""
+def _timeout(timeout_s: float | None) -> float:
+    return URL_TIMEOUT_S if timeout_s is None else timeout_s
+
+
+def _redacted(path: str) -> Callable[[DecodeError], DecodeError]:
+    """The same error without ``path``'s credentials (a URL's; FFmpeg messages may quote it)."""
+
+    def clean(e: DecodeError) -> DecodeError:
+        return DecodeError(redact(str(e), path)) if is_url(path) else e
+
+    return clean
+
+
+def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
+    """The facts of ``path``'s first video stream (decodes its first frame to learn the rotation).
+    ``path`` may be a URL (``timeout_s``: FFmpeg's timeouts for it, see the module docstring)."""
+    try:
+        return _probe(path, timeout_s)
+    except DecodeError as e:
+        if not is_url(path):
+            raise
+        raise _redacted(path)(e) from None
+
+
+def _probe(path: str, timeout_s: float | None) -> VideoInfo:
+    import time
+
     import av
 
-    _check_file(path)
-    with _open_av(path) as c:
+    url = is_url(path)
+    if not url:
+        _check_file(path)
+    t0 = time.monotonic()
+    with _open_av(path, timeout_s) as c:
         if not c.streams.video:
+            if url and time.monotonic() - t0 >= 0.9 * _timeout(timeout_s):
+                # PyAV's timeout cut the open short before any stream was found
+                raise DecodeError(f"timed out after {_timeout(timeout_s):g} s while opening")
             kinds = sorted({s.type for s in c.streams}) or ["none"]
             raise DecodeError(f"no video stream (streams: {', '.join(kinds)})")
         s = c.streams.video[0]
@@ -154,6 +212,8 @@ def probe(path: str) -> VideoInfo:
                 break
             else:
                 raise DecodeError("no decodable video frames")
+        except av.error.ExitError as e:  # PyAV's timeout (URLs only)
+            raise DecodeError(f"timed out after {_timeout(timeout_s):g} s waiting for the first frame") from e
         except av.error.FFmpegError as e:
             raise DecodeError(f"cannot decode the first frame ({_one_line(e)})") from e
         if round(rotation / 90) % 2:
@@ -219,40 +279,44 @@ class _StreamSelector:
         raise AssertionError("frames mode uses select_indices on known times")
 
 
-def _pyav_frame_times(path: str) -> list[float]:
-    """Every frame's presentation time, from packets alone (no decoding)."""
+def _pyav_frame_times(path: str, info: VideoInfo | None = None, timeout_s: float | None = None) -> list[float]:
+    """Every frame's presentation time, from packets alone (no decoding); a URL is read to its end
+    (``info``: its facts, to tell a cut one)."""
     times: list[float] = []
-    with _open_av(path) as c:
+    with _open_av(path, timeout_s) as c:
         s = c.streams.video[0]
         tb = s.time_base or Fraction(1, 1)
-        for pkt in c.demux(s):
+        packets = _Demux(c, s, path, info, timeout_s)
+        for pkt in packets:
             if pkt.size == 0:
                 continue
             pts = pkt.pts if pkt.pts is not None else pkt.dts
             if pts is not None:
                 times.append(float(pts * tb))
+        packets.check_complete()
     return times
 
 
-def _frames_pyav(path: str, info: VideoInfo, sampling: Sampling) -> Iterator[Frame]:
+def _frames_pyav(path: str, info: VideoInfo, sampling: Sampling, timeout_s: float | None = None) -> Iterator[Frame]:
     import av
 
     wanted: set[int] | None = None
     wanted_times: list[float] = []
     if sampling.frames is not None:
         # The frames mode needs every frame's time first: a demux pass is cheap (no decoding).
-        times = sorted(_pyav_frame_times(path))
+        times = sorted(_pyav_frame_times(path, info, timeout_s))
         wanted = set(select_indices(np.asarray(times), sampling)) if times else set()
         wanted_times = [times[i] for i in sorted(wanted)]
     selector = _StreamSelector(sampling)
-    with _open_av(path) as c:
+    with _open_av(path, timeout_s) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
         tb = s.time_base or Fraction(1, 1)
         index = -1
         bad = 0
         last_error = ""
-        for pkt in c.demux(s):
+        packets = _Demux(c, s, path, info, timeout_s)
+        for pkt in packets:
             try:
                 frames = pkt.decode()
                 bad = 0
@@ -273,6 +337,56 @@ def _frames_pyav(path: str, info: VideoInfo, sampling: Sampling) -> Iterator[Fra
                     take = selector.take(t)
                 if take:
                     yield Frame(index, t, _rotate(f.to_ndarray(format="rgb24"), info.rotation))
+        packets.check_complete()
+
+
+class _Demux:
+    """``c.demux(s)``; for a URL, how far its packets got (presentation times), so that a stream that
+    stops short of its duration, breaks off with a read error or times out (PyAV's timeout) is one
+    DecodeError line that says so. A local file's errors pass unchanged."""
+
+    def __init__(self, c, s, path: str, info: VideoInfo | None, timeout_s: float | None) -> None:  # noqa: ANN001
+        self.c, self.s, self.info, self.timeout_s = c, s, info, timeout_s
+        self.url = is_url(path)
+        self.tb = s.time_base or Fraction(1, 1)
+        self.first: float | None = None
+        self.last = 0.0
+
+    def __iter__(self) -> Iterator:
+        import av
+
+        try:
+            for pkt in self.c.demux(self.s):
+                if self.url and pkt.pts is not None and pkt.size:
+                    t = float(pkt.pts * self.tb)
+                    self.first = t if self.first is None else min(self.first, t)
+                    self.last = max(self.last, t)
+                yield pkt
+        except av.error.ExitError as e:  # only URLs have a timeout
+            raise DecodeError(f"timed out after {_timeout(self.timeout_s):g} s without data") from e
+        except av.error.OSError as e:
+            if not self.url:
+                raise
+            raise DecodeError(f"the stream ended early: {self._got()} ({_one_line(e)})") from e
+
+    def _got(self) -> str:
+        info = self.info
+        step = 1.0 / info.fps if info is not None and info.fps else 0.0
+        got = 0.0 if self.first is None else self.last - self.first + step
+        of = f" of its {info.duration_s:.1f} s" if info is not None and info.duration_s else ""
+        return f"{got:.1f} s{of} arrived"
+
+    def check_complete(self) -> None:
+        """For a URL with a duration: its packets must reach it (within EARLY_END_*); FFmpeg ends a cut or
+        stalled read as if the stream had ended, and a verdict on a part would then stand for the whole."""
+        info = self.info
+        if not self.url or info is None or info.duration_s is None or not info.duration_s > 0:
+            return  # a file (what it holds is what it is), or a live stream: its end is where it ended
+        step = 1.0 / info.fps if info.fps else 0.0
+        got = 0.0 if self.first is None else self.last - self.first + step
+        if got < info.duration_s - max(EARLY_END_MIN_S + 2 * step, EARLY_END_SHARE * info.duration_s):
+            raise DecodeError(f"the stream ended early: {self._got()} (the connection was cut or stalled, "
+                              "or the file is cut)")
 
 
 _DECORD_GPU_OK: bool | None = None
@@ -326,14 +440,23 @@ def decoder_available(name: str) -> bool:
 
 
 def open_frames(
-    path: str, sampling: Sampling, decoder: str = "auto", gpu: bool = False
+    path: str, sampling: Sampling, decoder: str = "auto", gpu: bool = False, timeout_s: float | None = None,
 ) -> tuple[VideoInfo, Iterator[Frame]]:
     """Facts and a frame iterator for ``path``. ``decoder``: "auto" (decord, else PyAV), "decord", "pyav".
 
+    ``path`` may be a URL: PyAV only, ``timeout_s`` for FFmpeg (see the module docstring).
     Raises :class:`DecodeError` with a one-line reason for files that are not decodable videos.
     """
     import dataclasses
 
+    if is_url(path):
+        if decoder == "decord":
+            raise DecodeError("decord reads local files only: a URL is decoded with PyAV (--decoder auto or pyav)")
+        info = probe(path, timeout_s)
+        if sampling.frames is not None and not sampling.every_frame and info.duration_s is None:
+            raise DecodeError("--frames needs the stream's duration and this one has none (a live stream?): "
+                              "use --fps")
+        return info, _guard(_frames_pyav(path, info, sampling, timeout_s), "pyav", _redacted(path))
     info = probe(path)
     if decoder in ("auto", "decord") and decoder_available("decord"):
         try:
@@ -347,11 +470,18 @@ def open_frames(
     return info, _guard(_frames_pyav(path, info, sampling), "pyav")
 
 
-def _guard(frames: Iterator[Frame], name: str) -> Iterator[Frame]:
-    """Turn a decoder's exceptions in the middle of a stream into DecodeError (one line)."""
+def _guard(frames: Iterator[Frame], name: str,
+           clean: Callable[[DecodeError], DecodeError] | None = None) -> Iterator[Frame]:
+    """Turn a decoder's exceptions in the middle of a stream into DecodeError (one line); ``clean``
+    removes a URL's credentials from it."""
     try:
         yield from frames
-    except DecodeError:
-        raise
+    except DecodeError as e:
+        if clean is None:
+            raise
+        raise clean(e) from None
     except Exception as e:
-        raise DecodeError(f"{name} failed while decoding ({_one_line(e)})") from e
+        err = DecodeError(f"{name} failed while decoding ({_one_line(e)})")
+        if clean is None:
+            raise err from e
+        raise clean(err) from None

@@ -18,8 +18,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 VIDEO_EXTENSIONS = frozenset(
     ext.lower()
@@ -49,13 +49,21 @@ SNIFF_BYTES = 64
 
 @dataclass(frozen=True)
 class Candidate:
-    """A file to scan (``error`` None), or a path that cannot be scanned (``error`` says why)."""
+    """A file to scan (``error`` None), or a path that cannot be scanned (``error`` says why).
+
+    A URL (:func:`acfd.scanner.urls.url_item`) is an item too: ``path`` is the URL without any
+    ``user:password@`` (its identity and what is shown), ``url`` the URL as given (what the decoder
+    opens; never in ``repr``), ``size``/``mtime_ns``/``etag`` the server's Content-Length,
+    Last-Modified and ETag.
+    """
 
     path: str  # absolute; undecodable bytes kept as surrogate escapes (os.fsencode gives them back)
     size: int | None = None
     mtime_ns: int | None = None
     error: str | None = None
     duplicate_of: str | None = None  # set for the second and later paths of one inode
+    etag: str | None = None  # a URL's ETag (None for files)
+    url: str | None = field(default=None, repr=False)  # a URL item: as given, credentials included
 
     @property
     def key(self) -> bytes:
@@ -69,19 +77,29 @@ class Candidate:
 
     @property
     def target(self) -> str:
-        """What a decoder opens for this item (a local file: its path)."""
-        return self.path
+        """What a decoder opens for this item (a local file: its path; a URL: the URL as given)."""
+        return self.url if self.url is not None else self.path
 
-    def unchanged_since(self, size: int | None, mtime_ns: int | None) -> bool:
-        """Whether the file is as it was when a stored row saw it (resume): same size and mtime (an
-        unreadable path has neither, so its stored error stands until ``--retry-errors``)."""
-        return size == self.size and mtime_ns == self.mtime_ns
+    def unchanged_since(self, size: int | None, mtime_ns: int | None, etag: str | None = None) -> bool:
+        """Whether the item is as it was when a stored row saw it (resume).
+
+        A file: same size and mtime (an unreadable path has neither, so its stored error stands until
+        ``--retry-errors``); ``etag`` is not used. A URL: the server gave at least one of ETag,
+        Last-Modified and Content-Length now, and each one it gave equals the stored one; a URL
+        without any (a failed probe, a server that gives none, rtsp...) is scanned again.
+        """
+        if self.url is None:
+            return size == self.size and mtime_ns == self.mtime_ns
+        given = [(mine, stored) for mine, stored in ((self.etag, etag), (self.mtime_ns, mtime_ns), (self.size, size))
+                 if mine is not None]
+        return bool(given) and all(mine == stored for mine, stored in given)
 
     def content_hash(self) -> str | None:
-        """The ``ht1:`` hash of the file's bytes (None for a path that cannot be read)."""
+        """The ``ht1:`` hash of the file's bytes (None for a path that cannot be read, and for a URL:
+        hashing it would mean reading the whole stream a second time)."""
         from acfd.schemas.hashing import content_hash
 
-        return None if self.error is not None else content_hash(self.path, self.size)
+        return None if self.error is not None or self.url is not None else content_hash(self.path, self.size)
 
 
 def display_path(path: str) -> str:
@@ -143,8 +161,23 @@ class _Walker:
         self.sniff = sniff
         self.dirs_seen: set[tuple[int, int]] = set()
         self.files_seen: dict[tuple[int, int], str] = {}
+        self.errors_seen: set[str] = set()  # paths already reported as errors
 
     def file(self, path: str, explicit: bool) -> Candidate | None:
+        """The candidate for ``path``; None when it is not one, or when this very path was already
+        given (named twice, or named and also inside a folder given): one path, one item."""
+        c = self._file(path, explicit)
+        if c is None:
+            return None
+        if c.error is not None:
+            if path in self.errors_seen:
+                return None
+            self.errors_seen.add(path)
+        elif c.duplicate_of == path:
+            return None
+        return c
+
+    def _file(self, path: str, explicit: bool) -> Candidate | None:
         ext = os.path.splitext(path)[1].lower()
         is_video_ext = ext in VIDEO_EXTENSIONS
         try:
@@ -214,14 +247,22 @@ class _Walker:
             yield from self.walk_dir(d)
 
 
-def discover(paths: Iterable[str | os.PathLike[str] | bytes], recursive: bool = False, sniff: bool = True) -> Iterator[Candidate]:
+def discover(paths: Iterable[str | os.PathLike[str] | bytes], recursive: bool = False, sniff: bool = True,
+             url_item: Callable[[str], Candidate | None] | None = None) -> Iterator[Candidate]:
     """Video candidates under ``paths`` in a stable order (sorted by name within each folder).
 
     Folders are walked one level deep, or entirely with ``recursive``. ``sniff`` also picks files
-    without a video extension whose content looks like a video.
+    without a video extension whose content looks like a video. ``url_item`` sees each input first
+    (when it is a ``str``): the item it returns stands for that input (a URL, in its place in the
+    order), None means the input is a path.
     """
     w = _Walker(recursive, sniff)
     for p in paths:
+        if url_item is not None and isinstance(p, str):
+            item = url_item(p)
+            if item is not None:
+                yield item
+                continue
         path = os.path.abspath(os.fsdecode(p))
         if os.path.isdir(path):
             yield from w.walk_dir(path)

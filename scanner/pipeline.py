@@ -1,6 +1,7 @@
 """The scan: a source's items -> an executor over the stages -> a stream of results -> sinks.
 
-- source (:mod:`acfd.scanner.sources`): the files under the given paths, walked lazily ahead of the scan;
+- source (:mod:`acfd.scanner.sources`): the files under the given paths, walked lazily ahead of the scan,
+  and the given URLs (:mod:`acfd.scanner.urls`), each probed when the walk reaches it;
 - plan (:meth:`Scanner.results`): resume (a video unchanged since a stored result with the same model
   and settings is not scanned again), unreadable paths and duplicates become results at once;
 - executor (:mod:`acfd.scanner.local`): decode, faces, batched inference and aggregation
@@ -37,9 +38,10 @@ from .executor import Executor, ExecutorSettings
 from .faces import DETECTOR_MODES
 from .results import ScanEvent, ScanSummary, Unchanged, VideoResult
 from .sinks import ScanContext, StoreSink, Tally
-from .sources import LocalFiles, Lookahead, Source
+from .sources import FileList, Inputs, Lookahead, Source
 from .stages import FramesConfig, Prediction, VerdictPolicy, ready_result
 from .store import PreviousScan, Store
+from .urls import check_url, is_url, public_url, redact
 
 SUMMARY_NAMES = 20  # flagged videos and errors named in the summary (the store has them all)
 
@@ -68,7 +70,7 @@ MIN_WORKER_MEMORY_MB = 2048
 class ScanConfig:
     """Settings of one scan, validated once."""
 
-    paths: tuple[str, ...]
+    paths: tuple[str, ...]  # files, folders and URLs (acfd.scanner.urls); a URL may hold user:password@
     model: str | None = None  # artifact path; None when a backend object is given to Scanner
     db: str = "acfd.sqlite"
     recursive: bool = False
@@ -90,14 +92,25 @@ class ScanConfig:
     detect_max_side: int = DEFAULTS.detect_max_side
     worker_memory_mb: int | None = None
     sniff: bool = True
+    files_from: str | None = None  # a file list (acfd.scanner.lists) scanned after ``paths``; "-": stdin
+    null: bool = False  # the list is NUL-separated (find -print0)
     max_pending: int = 512  # crops waiting for the engine before the workers are held back
 
     def __post_init__(self) -> None:
-        if not self.paths:
-            raise ScanError("give at least one path to scan")
+        if not self.paths and self.files_from is None:
+            raise ScanError("give at least one path to scan, or --files-from FILE")
+        if self.null and self.files_from is None:
+            raise ScanError("--null describes the list of --files-from: give --files-from FILE (or -)")
+        if self.files_from is not None and self.files_from != "-":
+            _check_list(self.files_from)
         if any(not os.fspath(p) for p in self.paths):
             # an unset "$DIR" in a script would otherwise scan the current folder
             raise ScanError("an empty path was given (an unset variable?); name the folder, or '.' for this one")
+        urls = [p for p in self.paths if _is_url(p)]
+        for u in urls:
+            check_url(u)  # ftp://, file://...: one line, before anything runs
+        if urls and self.decoder == "decord":
+            raise ScanError("--decoder decord reads local files only; URLs are decoded by PyAV: use --decoder auto or pyav")
         if self.strategy not in STRATEGIES:
             raise ScanError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -146,8 +159,33 @@ class ScanConfig:
         from dataclasses import asdict
 
         d = asdict(self)
-        d["paths"] = [display_path(os.path.abspath(os.fsdecode(p))) for p in self.paths]
+        # what is stored: absolute paths, and URLs without any user:password@
+        d["paths"] = [public_url(p) if _is_url(p) else display_path(os.path.abspath(os.fsdecode(p))) for p in self.paths]
+        if self.files_from not in (None, "-"):
+            d["files_from"] = display_path(os.path.abspath(os.fsdecode(self.files_from)))
         return d
+
+    def source(self) -> Source:
+        """Where this scan's items come from: the paths and URLs given, then the list's entries."""
+        if self.files_from is not None:
+            return FileList(self.files_from, self.null, tuple(self.paths), self.recursive, self.sniff, self.timeout_s)
+        return Inputs(tuple(self.paths), self.recursive, self.sniff, self.timeout_s)
+
+
+def _check_list(path: str) -> None:
+    """A --files-from list that cannot be read stops the scan before it starts, in one line."""
+    shown = display_path(path)
+    if os.path.isdir(path):
+        raise ScanError(f"--files-from {shown} is a folder: give a file that lists paths or URLs, one per line")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ScanError(f"cannot read --files-from {shown}: {e.strerror or e}") from e
+
+
+def _is_url(p: object) -> bool:
+    return isinstance(p, str) and is_url(p)
 
 
 ProgressFn = Callable[[VideoResult | None, dict[str, float]], None]
@@ -190,7 +228,7 @@ class Scanner:
             frames=FramesConfig(
                 sampling=cfg.sampling, crop_size=meta.input_size, crop_margin=meta.crop_margin, decoder=cfg.decoder,
                 gpu_decode=_cuda(cfg.device), detector_model=cfg.detector_model,
-                min_face_score=cfg.min_face_score, detect_max_side=cfg.detect_max_side,
+                min_face_score=cfg.min_face_score, detect_max_side=cfg.detect_max_side, timeout_s=cfg.timeout_s,
             ),
             policy=VerdictPolicy(cfg.strategy, Scale(meta.r_minus, meta.r_plus, meta.threshold), cfg.min_support),
             keep=cfg.store_crops, batch_size=self.batch_size, n_workers=cfg.n_workers, timeout_s=cfg.timeout_s,
@@ -201,7 +239,7 @@ class Scanner:
 
             executor = LocalExecutor(backend, self.settings, worker_target=worker_target)
         self.executor = executor
-        self.source: Source = LocalFiles(tuple(cfg.paths), cfg.recursive, cfg.sniff)
+        self.source: Source = cfg.source()
         self.engine = db.open_store(cfg.db)
         self.store = Store(self.engine)
         self.stats = {"videos": 0.0, "frames": 0.0, "faces": 0.0}
@@ -222,7 +260,11 @@ class Scanner:
         walk = self._walk = Lookahead(self.source.items())
         try:
             with closing(self.executor.run(self._plan(walk, previous))) as stream:
-                yield from stream
+                for ev in stream:
+                    url = ev.candidate.url
+                    if isinstance(ev, VideoResult) and ev.error and url is not None:
+                        ev.error = redact(ev.error, url)  # whatever said it, never a URL's password
+                    yield ev
         finally:
             walk.close()
 
@@ -230,7 +272,7 @@ class Scanner:
         for c in items:
             p = previous.get(c.key)
             if (
-                p is not None and c.unchanged_since(p.size, p.mtime_ns)
+                p is not None and c.unchanged_since(p.size, p.mtime_ns, p.etag)
                 and p.settings_key == self._settings_key(p.status)
                 and not (self.cfg.retry_errors and p.status == db.STATUS_ERROR)
             ):

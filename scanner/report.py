@@ -5,6 +5,9 @@ and scores, and for each flagged video (or each video with faces, ``only="all"``
 (an inline SVG drawn here, threshold line included), its per-identity verdicts, and the stored face
 crops beside the same crops with the model's attention map overlaid as a heatmap (``DIR/img/*.jpg``).
 Everything is made from what the scan stored; the original videos are only linked (``file://``).
+Watched streams (``acfd-scan watch``) get a Streams section: per source, each window's score over
+wall-clock time (threshold, flagged windows marked, drops on the time axis), its flagged windows and
+its stream events.
 
 What the verdicts are worth comes first: a banner at the top states the validation state of the
 model(s) behind the videos in the report (``models.validation``; a model without a card, such as one
@@ -37,7 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .query import ReadOnlyStore, open_readonly
-from .report_data import _counts, _Crop, _details, _latest_rows, _models, _pick_crops
+from .report_data import _counts, _Crop, _details, _latest_rows, _models, _pick_crops, _streams
 from .report_html import _COLUMNS, _CSS, content_security_policy, render_html
 from .report_images import HEATMAP, _write_images, overlay_attention
 from .report_svg import PALETTE, score_plot
@@ -98,6 +101,8 @@ class ReportSummary:
     seconds: float = 0.0
     # (model_id, validation state) of each model behind the report's videos, least validated first
     models: list[tuple[str, str]] = field(default_factory=list)
+    n_streams: int = 0  # watched sources with a Streams section (acfd-scan watch)
+    n_windows: int = 0  # their windows
 
 
 def build_report(db: str | os.PathLike[str] | ReadOnlyStore, cfg: ReportConfig) -> ReportSummary:
@@ -120,7 +125,8 @@ def build_report(db: str | os.PathLike[str] | ReadOnlyStore, cfg: ReportConfig) 
             n_images, problems = _write_images(s, details, out / "img", cfg.alpha)
             scans = list(s.scalars(select(Scan).order_by(Scan.id)))
             models = _models(s, cfg.scan_id)
-            page = render_html(rows, counts, details, scans, cfg, ro.where, problems, models)
+            streams = _streams(s, cfg.scan_id)
+            page = render_html(rows, counts, details, scans, cfg, ro.where, problems, models, streams)
         index = out / "index.html"
         tmp = out / ".index.html.tmp"
         tmp.write_text(page, encoding="utf-8")
@@ -139,4 +145,6 @@ def build_report(db: str | os.PathLike[str] | ReadOnlyStore, cfg: ReportConfig) 
         problems=problems,
         seconds=time.perf_counter() - t0,
         models=[(m.model_id, m.state) for m in models],
+        n_streams=len(streams),
+        n_windows=sum(len(st.windows) for st in streams),
     )

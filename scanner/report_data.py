@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -17,7 +18,7 @@ from acfd.schemas.card import (
     CardError,
     ModelCard,
 )
-from acfd.schemas.db import AttentionMask, Detection, Model, Verdict, Video
+from acfd.schemas.db import AttentionMask, Detection, Model, StreamEvent, Verdict, Video, Window
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
@@ -101,6 +102,7 @@ class _ModelInfo:
     state: str  # none | synthetic | real
     card: ModelCard | None
     problem: str = ""  # why a stored card could not be read
+    n_windows: int = 0  # windows of watched streams (acfd-scan watch) in the report made with it
 
 
 def _model_info(model_id: str, n_videos: int, row: Model | None) -> _ModelInfo:
@@ -120,16 +122,24 @@ def _model_info(model_id: str, n_videos: int, row: Model | None) -> _ModelInfo:
 
 
 def _models(s: Session, scan_id: int | None) -> list[_ModelInfo]:
-    """The models of each path's newest row (the videos the table and the counts describe)."""
+    """The models of each path's newest row (the videos the table and the counts describe), and of the
+    watched streams' windows the report shows."""
     stmt = (
         select(Video.model_id, func.count())
         .where(Video.id.in_(_latest_ids(scan_id)))
         .group_by(Video.model_id)
     )
     counts = {str(m): int(n) for m, n in s.execute(stmt).all()}
-    rows = {m.model_id: m for m in s.scalars(select(Model).where(Model.model_id.in_(list(counts))))} if counts else {}
-    infos = [_model_info(m, n, rows.get(m)) for m, n in counts.items()]
-    return sorted(infos, key=lambda i: (_STATE_RANK[i.state], -i.n_videos, i.model_id))
+    wstmt = select(Window.model_id, func.count()).group_by(Window.model_id)
+    if scan_id is not None:
+        wstmt = wstmt.where(Window.scan_id == scan_id)
+    windows = {str(m): int(n) for m, n in s.execute(wstmt).all()}
+    ids = list(dict.fromkeys([*counts, *windows]))
+    rows = {m.model_id: m for m in s.scalars(select(Model).where(Model.model_id.in_(ids)))} if ids else {}
+    infos = [_model_info(m, counts.get(m, 0), rows.get(m)) for m in ids]
+    for i in infos:
+        i.n_windows = windows.get(i.model_id, 0)
+    return sorted(infos, key=lambda i: (_STATE_RANK[i.state], -i.n_videos, -i.n_windows, i.model_id))
 
 
 def _pick_crops(cands: list[_Crop], limit: int) -> list[_Crop]:
@@ -177,3 +187,77 @@ def _details(s: Session, rows: list[_Row], cfg: ReportConfig) -> list[_Detail]:
 def _chunks(xs: Sequence[int], n: int) -> Iterable[Sequence[int]]:
     for i in range(0, len(xs), n):
         yield xs[i : i + n]
+
+
+# -- watched streams (acfd-scan watch) ---------------------------------------------------------------------
+
+MAX_STREAM_EVENTS = 200  # events listed per stream (the latest; a stream reconnecting for days has many)
+
+
+@dataclass
+class _WindowRow:
+    """One stored window, as the plot needs it."""
+
+    scan_id: int
+    index: int
+    started_at: dt.datetime
+    ended_at: dt.datetime
+    start_s: float | None
+    end_s: float | None
+    score: float | None
+    label: str
+    threshold: float
+    n_frames: int
+    n_faces: int
+
+
+@dataclass
+class _EventRow:
+    scan_id: int
+    at: dt.datetime
+    kind: str
+    message: str | None
+
+
+@dataclass
+class _StreamInfo:
+    """One watched source: its windows in time order and its latest events."""
+
+    source: str
+    windows: list[_WindowRow]
+    events: list[_EventRow]
+    n_events: int  # all its events (``events`` holds the latest MAX_STREAM_EVENTS)
+
+    @property
+    def n_flagged(self) -> int:
+        return sum(w.label == store.LABEL_FAKE for w in self.windows)
+
+
+def _streams(s: Session, scan_id: int | None) -> list[_StreamInfo]:
+    """Each watched source (by its bytes, ``windows.source_key``) with its windows and events (of one
+    scan when ``scan_id`` is given), sources with a flagged window first, then by name."""
+    wq = select(Window).order_by(Window.source_key, Window.started_at, Window.id)
+    eq = select(StreamEvent).order_by(StreamEvent.at, StreamEvent.id)
+    if scan_id is not None:
+        wq, eq = wq.where(Window.scan_id == scan_id), eq.where(StreamEvent.scan_id == scan_id)
+    by_key: dict[bytes, list[_WindowRow]] = defaultdict(list)
+    names: dict[bytes, str] = {}
+    for w in s.scalars(wq):
+        key = bytes(w.source_key)
+        names[key] = w.source
+        by_key[key].append(_WindowRow(w.scan_id, w.window_index, w.started_at, w.ended_at, w.start_s, w.end_s,
+                                      w.score, w.label, w.threshold, w.n_frames, w.n_faces))
+    events: dict[str, list[_EventRow]] = defaultdict(list)
+    for e in s.scalars(eq):
+        events[e.source].append(_EventRow(e.scan_id, e.at, e.kind, e.message))
+    out = []
+    seen: set[str] = set()
+    for key, rows in by_key.items():
+        name = names[key]
+        seen.add(name)
+        evs = events.get(name, [])
+        out.append(_StreamInfo(name, rows, evs[-MAX_STREAM_EVENTS:], len(evs)))
+    for name, evs in events.items():  # a source that never gave a window (it never worked): its events
+        if name not in seen:
+            out.append(_StreamInfo(name, [], evs[-MAX_STREAM_EVENTS:], len(evs)))
+    return sorted(out, key=lambda i: (i.n_flagged == 0, i.source))

@@ -22,9 +22,9 @@ from acfd.schemas.card import (
 )
 from acfd.schemas.db import Scan
 
-from .report_data import _STATE_RANK, _Detail, _ModelInfo, _Row
+from .report_data import _STATE_RANK, _Detail, _ModelInfo, _Row, _StreamInfo
 from .report_images import _colorbar_data_uri
-from .report_svg import PALETTE, score_plot
+from .report_svg import PALETTE, WindowMark, score_plot, window_plot
 from .report_text import _num, esc
 
 if TYPE_CHECKING:  # annotations only: report.py imports this module
@@ -163,6 +163,10 @@ table.evals td { white-space: nowrap; }
 table.evals td.metrics, table.evals td.data, table.evals td.no { white-space: normal; min-width: 160px; max-width: 320px;
                                                                  overflow-wrap: anywhere; }
 td.no { color: #b71c1c; } td.yes { color: var(--real); font-weight: 600; }
+section.stream { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 14px 18px; margin: 16px 0; }
+section.stream h3 { margin: 0 0 6px; font-size: 16px; overflow-wrap: anywhere; }
+table.windows, table.events { width: auto; margin: 6px 0; } table.events td.msg { overflow-wrap: anywhere; max-width: 640px; }
+tr.gave_up td, tr.dropped td.kind { color: #b71c1c; }
 """
 
 
@@ -325,11 +329,13 @@ def _banners(models: Sequence[_ModelInfo]) -> str:
         ms = [m for m in models if m.state == state]
         lead, role = _BANNER_LEAD[state]
         n = sum(m.n_videos for m in ms)
+        n_windows = sum(m.n_windows for m in ms)
+        what = _plural(n, "video") + (f" and {_plural(n_windows, 'stream window')}" if n_windows else "")
         which = ", ".join(f'<span title="{esc(m.model_id)}">{esc(_short(m.model_id))}</span>' for m in ms)
         out.append(
             f'<div class="banner validation-{state}" role="{role}" data-validation="{state}">'
             f"<b>{lead}: {esc(validation_banner(state))}</b>"
-            f'<span class="which">{_plural(n, "video")} in this report from {"this model" if len(ms) == 1 else "these models"}: '
+            f'<span class="which">{what} in this report from {"this model" if len(ms) == 1 else "these models"}: '
             f"{which} · validation state: {state} · the full model card is under Models, below</span></div>"
         )
     return "".join(out)
@@ -381,7 +387,8 @@ def _eval_row(e: Evaluation) -> str:
 def _model_card(m: _ModelInfo) -> str:
     """The full card of one model (every field the card has, every evaluation a row)."""
     row, card = m.row, m.card
-    facts = [f"{_plural(m.n_videos, 'video')} in this report"]
+    facts = [f"{_plural(m.n_videos, 'video')}" + (f" and {_plural(m.n_windows, 'stream window')}" if m.n_windows else "")
+             + " in this report"]
     if row is not None:
         facts += [f"backend {esc(row.backend)}", f"file {esc(row.path)}", f"first seen {esc(_when(row.first_seen))}"]
     head = (
@@ -444,6 +451,78 @@ def _model_card(m: _ModelInfo) -> str:
     )
 
 
+def _epoch(t: dt.datetime) -> float:
+    """A stored UTC time (SQLite gives it back naive) as seconds since the epoch."""
+    return (t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t).timestamp()
+
+
+def _stream_section(i: int, st: _StreamInfo) -> str:
+    """One watched source: its window scores over time (flagged windows marked), its flagged windows and
+    its stream events."""
+    marks = []
+    base: tuple[float, float] | None = None  # (wall, stream time) where the current run of windows starts
+    prev = None
+    for w in st.windows:
+        # Windows arrive in bursts (segments, the tracker's hold), so their stored wall times bunch up: a run
+        # of windows that follow each other on the stream's clock is laid out by stream time from the wall
+        # time of its first window; a drop, a restarted clock or another watch starts a new run.
+        follows = (prev is not None and prev.scan_id == w.scan_id and prev.end_s is not None and w.start_s is not None
+                   and abs(w.start_s - prev.end_s) < 1e-6)
+        if not follows or base is None or w.start_s is None:
+            base = (_epoch(w.started_at), w.start_s if w.start_s is not None else 0.0)
+        t0 = base[0] + ((w.start_s - base[1]) if w.start_s is not None else 0.0)
+        length = (w.end_s - w.start_s) if w.start_s is not None and w.end_s is not None else 0.0
+        title = (f"window {w.index} (scan {w.scan_id}) · {_when_s(w.started_at)} UTC · stream {_num(w.start_s, 1)}–"
+                 f"{_num(w.end_s, 1)} s · {w.label}" + (f" · score {_num(w.score)}" if w.score is not None else ""))
+        marks.append(WindowMark(t0, t0 + max(length, 1e-3), w.score, w.threshold, w.label == "fake", title))
+        prev = w
+    drops = [(_epoch(e.at), e.kind, f"{e.kind} · {_when_s(e.at)} · {e.message or ''}")
+             for e in st.events if e.kind in ("dropped", "gave_up")]
+    scans = sorted({w.scan_id for w in st.windows} | {e.scan_id for e in st.events})
+    span = ""
+    if st.windows:
+        span = f"{esc(_when_s(st.windows[0].started_at))} – {esc(_when_s(st.windows[-1].ended_at))} UTC"
+    facts = [_plural(len(st.windows), "window"), f"{esc(st.n_flagged)} flagged",
+             "scan" + ("s " if len(scans) != 1 else " ") + ", ".join(esc(x) for x in scans), span,
+             _plural(st.n_events, "stream event")]
+    flagged = [w for w in st.windows if w.label == "fake"]
+    flagged_html = ""
+    if flagged:
+        rows = "".join(
+            f'<tr><td class="n">{esc(w.index)}</td><td class="n">{esc(w.scan_id)}</td><td class="when">{esc(_when_s(w.started_at))}</td>'
+            f'<td class="n">{esc(_num(w.start_s, 1))}–{esc(_num(w.end_s, 1))}</td><td class="n">{esc(_num(w.score))}</td>'
+            f'<td class="n">{esc(_num(w.threshold))}</td><td class="n">{esc(w.n_faces)}</td></tr>'
+            for w in flagged[-200:]
+        )
+        flagged_html = (
+            f'<details open><summary>Flagged windows ({len(flagged)}{", the latest 200" if len(flagged) > 200 else ""})</summary>'
+            '<table class="windows"><thead><tr><th class="n">Window</th><th class="n">Scan</th><th>Started (UTC)</th>'
+            '<th class="n">Stream time (s)</th><th class="n">Score</th><th class="n">Threshold</th><th class="n">Faces</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table></details>"
+        )
+    ev_rows = "".join(
+        f'<tr class="{esc(e.kind)}"><td class="when">{esc(_when_s(e.at))}</td><td class="n">{esc(e.scan_id)}</td>'
+        f'<td class="kind">{esc(e.kind)}</td><td class="msg">{esc(e.message)}</td></tr>'
+        for e in st.events
+    )
+    shown = f", the latest {len(st.events)}" if st.n_events > len(st.events) else ""
+    events_html = (
+        f"<details><summary>Stream events ({esc(st.n_events)}{shown})</summary>"
+        '<table class="events"><thead><tr><th>At (UTC)</th><th class="n">Scan</th><th>Event</th><th>Message</th></tr>'
+        f"</thead><tbody>{ev_rows}</tbody></table></details>"
+        if st.events else "<p>No stream events stored.</p>"
+    )
+    return (
+        f'<section class="stream" id="s{i}" data-flagged="{esc(st.n_flagged)}"><h3>{esc(st.source)}</h3>'
+        f'<div class="facts">{" · ".join(f for f in facts if f)}</div>'
+        f"{window_plot(marks, drops)}{flagged_html}{events_html}</section>"
+    )
+
+
+def _when_s(t: dt.datetime | None) -> str:
+    return "" if t is None else t.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def render_html(
     rows: list[_Row],
     counts: dict[str, int],
@@ -453,6 +532,7 @@ def render_html(
     where: str,
     problems: list[str],
     models: Sequence[_ModelInfo] = (),
+    streams: Sequence[_StreamInfo] = (),
 ) -> str:
     """The whole page (for tests: every database string in it is escaped)."""
     n = defaultdict(int, counts)
@@ -476,6 +556,12 @@ def render_html(
         for s in scans
     )
     sections = "".join(_detail_section(d) for d in details)
+    streams_html = (
+        f"<h2>Streams <small>(watched with acfd-scan watch: {len(streams)}; each window's score over time, "
+        "flagged windows in red, drops marked on the time axis)</small></h2>"
+        + "".join(_stream_section(i, st) for i, st in enumerate(streams))
+        if streams else ""
+    )
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     problems_html = (
         '<div class="problems">' + "<br>".join(esc(p) for p in problems) + "</div>" if problems else ""
@@ -510,6 +596,7 @@ def render_html(
 · left: the face crop the model saw, right: the same crop with its attention map</div>
 {problems_html}
 {sections or "<p>Nothing to show.</p>"}
+{streams_html}
 <h2>Models <small>(the model card of each model behind the videos above: {len(models)})</small></h2>
 {"".join(_model_card(m) for m in models) or "<p>No model: the report shows no video.</p>"}
 <footer>Made by acfd-scan report from the verdict store only; the videos are linked, never loaded.</footer>

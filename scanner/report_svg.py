@@ -1,10 +1,13 @@
-"""The report's inline SVG plots: each face's score over time, one line per identity, and the threshold."""
+"""The report's inline SVG plots: each face's score over time, one line per identity, and the threshold; and
+for a watched stream, each window's score over wall-clock time with its flagged windows and drops."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .report_text import _num, esc
 
@@ -92,5 +95,128 @@ def score_plot(
         out.append("</g>")
     if not points:
         out.append(f'<text x="{ml + pw / 2:.0f}" y="{mt + ph / 2:.0f}" text-anchor="middle">no face scores</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+# -- watched streams: each window's score over wall-clock time --------------------------------------------
+
+@dataclass(frozen=True)
+class WindowMark:
+    """One window on the plot: its wall-clock span (seconds since the epoch), score (None: no face),
+    threshold, whether it was flagged, and its tooltip."""
+
+    t0: float
+    t1: float
+    score: float | None
+    threshold: float
+    flagged: bool
+    title: str
+
+
+_TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+               172800, 604800)
+MAX_DOTS = 600  # windows drawn as dots (beyond it only the line and the flagged ones, so the page stays light)
+
+
+def _clock(t: float, span: float) -> str:
+    u = dt.datetime.fromtimestamp(t, dt.timezone.utc)
+    if span >= 2 * 86400:
+        return u.strftime("%m-%d %H:%M")
+    return u.strftime("%H:%M" if span >= 1800 else "%H:%M:%S")
+
+
+def window_plot(marks: Sequence[WindowMark], events: Sequence[tuple[float, str, str]] = (), width: int = 720,
+                height: int = 230) -> str:
+    """An inline SVG of a watched stream: each window's score over wall-clock time (UTC), a line through
+    the windows (broken where the stream was not watched), flagged windows as red bands and red dots, the
+    threshold as a dashed red step line, windows without a face as grey ticks at the bottom, and drops
+    and given-up moments (``events``: time, kind, tooltip) as grey and red marks on the time axis."""
+    ml, mr, mt, mb = 48, 16, 14, 40
+    pw, ph = width - ml - mr, height - mt - mb
+    times = [m.t0 for m in marks] + [m.t1 for m in marks] + [t for t, _, _ in events]
+    x0 = min(times, default=0.0)
+    x1 = max([*times, x0 + 1.0])
+    span = x1 - x0
+    ys = [m.score for m in marks if m.score is not None] + [m.threshold for m in marks]
+    y1 = max([*ys, 1e-6]) * 1.12
+    ystep = _nice_step(y1)
+    y1 = math.ceil(y1 / ystep) * ystep
+
+    def sx(t: float) -> float:
+        return ml + pw * (t - x0) / span
+
+    def sy(v: float) -> float:
+        return mt + ph * (1 - v / y1)
+
+    out = [
+        f'<svg class="plot stream" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="window score over time">',
+        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>',
+    ]
+    for m in marks:  # flagged spans first, under everything else
+        if m.flagged:
+            out.append(f'<rect class="flagged-band" x="{sx(m.t0):.1f}" y="{mt}" width="{max(1.0, sx(m.t1) - sx(m.t0)):.1f}" '
+                       f'height="{ph}" fill="#d62728" fill-opacity="0.12"/>')
+    k = 0
+    while k * ystep <= y1 + 1e-9:
+        v = k * ystep
+        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#e4e4e4"/>')
+        out.append(f'<text x="{ml - 6}" y="{sy(v) + 4:.1f}" text-anchor="end" class="tick">{esc(f"{v:g}")}</text>')
+        k += 1
+    step = next((s for s in _TIME_STEPS if span / s <= 6), _TIME_STEPS[-1])
+    first = math.ceil(x0 / step) * step
+    t = first
+    while t <= x1 + 1e-9:
+        out.append(f'<text x="{sx(t):.1f}" y="{mt + ph + 16}" text-anchor="middle" class="tick">{esc(_clock(t, span))}</text>')
+        t += step
+    out.append(f'<text x="{ml + pw / 2:.0f}" y="{height - 6}" text-anchor="middle" class="axis">time (UTC)</text>')
+    out.append(f'<text x="12" y="{mt + ph / 2:.0f}" text-anchor="middle" class="axis" '
+               f'transform="rotate(-90 12 {mt + ph / 2:.0f})">window score</text>')
+    # the threshold: a step line, one level per window (a watch keeps one; several watches may differ)
+    if marks:
+        d = []
+        prev: WindowMark | None = None
+        for m in marks:
+            join = prev is not None and prev.threshold == m.threshold and m.t0 - prev.t1 <= 2 * (m.t1 - m.t0) + 1
+            d.append(f"{'L' if join else 'M'}{sx(m.t0):.1f} {sy(m.threshold):.1f} L{sx(m.t1):.1f} {sy(m.threshold):.1f}")
+            prev = m
+        last = marks[-1].threshold
+        out.append(f'<path class="threshold" d="{" ".join(d)}" fill="none" stroke="#d62728" stroke-width="1.5" '
+                   'stroke-dasharray="6 4"/>')
+        out.append(f'<text x="{ml + pw - 4}" y="{sy(last) - 5:.1f}" text-anchor="end" class="tick" fill="#d62728">'
+                   f"threshold {esc(_num(last))}</text>")
+    # the scores: a line through the windows' middles, broken where windows do not follow each other
+    runs: list[list[WindowMark]] = []
+    for m in marks:
+        if m.score is None:
+            continue
+        p = runs[-1][-1] if runs else None
+        if p is not None and m.t0 - p.t1 <= max(p.t1 - p.t0, m.t1 - m.t0) + 1.0:
+            runs[-1].append(m)
+        else:
+            runs.append([m])
+    for run in runs:
+        pts = " ".join(f"{sx((m.t0 + m.t1) / 2):.1f},{sy(m.score or 0.0):.1f}" for m in run)
+        out.append(f'<polyline class="score" points="{pts}" fill="none" stroke="#0072B2" stroke-width="1.6"/>')
+    dots = len(marks) <= MAX_DOTS
+    for m in marks:
+        cx = sx((m.t0 + m.t1) / 2)
+        if m.score is None:
+            out.append(f'<line class="no-face" x1="{cx:.1f}" x2="{cx:.1f}" y1="{mt + ph - 6}" y2="{mt + ph}" stroke="#9e9e9e" '
+                       f'stroke-width="2"><title>{esc(m.title)}</title></line>')
+        elif m.flagged:
+            out.append(f'<circle class="flagged" cx="{cx:.1f}" cy="{sy(m.score):.1f}" r="3.6" fill="#d62728">'
+                       f"<title>{esc(m.title)}</title></circle>")
+        elif dots:
+            out.append(f'<circle class="window" cx="{cx:.1f}" cy="{sy(m.score):.1f}" r="2.4" fill="#0072B2">'
+                       f"<title>{esc(m.title)}</title></circle>")
+    for t_ev, kind, title in events:
+        colour = "#d62728" if kind == "gave_up" else "#616161"
+        x = sx(t_ev)
+        out.append(f'<path class="event {esc(kind)}" d="M{x:.1f} {mt + ph + 2} l-4 7 h8 z" fill="{colour}">'
+                   f"<title>{esc(title)}</title></path>")
+    if not marks:
+        out.append(f'<text x="{ml + pw / 2:.0f}" y="{mt + ph / 2:.0f}" text-anchor="middle">no window stored</text>')
     out.append("</svg>")
     return "".join(out)

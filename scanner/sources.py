@@ -2,8 +2,9 @@
 
 An item (:class:`~acfd.scanner.discover.Candidate`) owns its identity (``key``, ``display``), its resume
 test (:meth:`~acfd.scanner.discover.Candidate.unchanged_since`), what a decoder opens (``target``) and
-its content hash. :class:`LocalFiles` walks folders and files; other sources (file lists, URLs, live
-streams) yield their own items through the same interface.
+its content hash. :class:`LocalFiles` walks folders and files; :class:`Inputs` is what a command line
+names, paths and URLs mixed (:mod:`acfd.scanner.urls`); other sources (file lists, live streams) yield
+their own items through the same interface.
 
 :class:`Lookahead` runs a source ahead of the scan in a thread: the first video is scanned while a
 large archive is still being walked, and the total is known as soon as the walk ends.
@@ -13,12 +14,17 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from acfd.schemas.errors import AcfdError
+
+from .config import DEFAULTS
 from .discover import Candidate, discover, display_path
+from .urls import UrlError, UrlPolicy, is_url, public_url, url_item
 
 
 class Source(ABC):
@@ -46,6 +52,91 @@ class LocalFiles(Source):
 
     def describe(self) -> list[str]:
         return [display_path(os.path.abspath(os.fsdecode(p))) for p in self.paths]
+
+
+def mixed_items(entries: Iterable[str], recursive: bool, sniff: bool, timeout_s: float,
+                policy: UrlPolicy | None = None) -> Iterator[Candidate]:
+    """Paths and URLs in the order given, lazily: paths through one :func:`discover` walk (a file
+    reached twice, or named twice, is one item), URLs as :func:`~acfd.scanner.urls.url_item` items,
+    probed when the walk reaches them. A URL given again (the same without ``user:password@``) is left
+    out; a URL of a refused scheme (``ftp://``...) is an item with its one-line error (a command line
+    refuses it before the scan: :func:`~acfd.scanner.urls.check_url`)."""
+    seen: set[str] = set()
+
+    def url(p: str) -> Candidate | None:
+        if not is_url(p):
+            return None
+        shown = public_url(p)
+        if shown in seen:
+            return _SKIP  # one row per URL and scan (the store's key)
+        seen.add(shown)
+        try:
+            return url_item(p, timeout_s, policy)
+        except UrlError as e:
+            return Candidate(path=shown, error=str(e))
+
+    return (c for c in discover(entries, recursive, sniff, url_item=url) if c is not _SKIP)
+
+
+_SKIP = Candidate(path="")  # the mark of an input left out (a URL given twice)
+
+
+@dataclass(frozen=True)
+class Inputs(Source):
+    """A command line's inputs in the order given (:func:`mixed_items`), each URL probed when the walk
+    reaches it (``timeout_s``: the scan's ``--timeout``)."""
+
+    inputs: tuple[str, ...]
+    recursive: bool = False
+    sniff: bool = True
+    timeout_s: float = DEFAULTS.timeout_s
+    policy: UrlPolicy | None = None  # None: acfd.scanner.urls.POLICY
+
+    def items(self) -> Iterator[Candidate]:
+        return mixed_items(self.inputs, self.recursive, self.sniff, self.timeout_s, self.policy)
+
+    def describe(self) -> list[str]:
+        """Absolute paths, and URLs without any ``user:password@``."""
+        return [public_url(p) if is_url(p) else display_path(os.path.abspath(os.fsdecode(p))) for p in self.inputs]
+
+
+@dataclass(frozen=True)
+class FileList(Source):
+    """The entries of a file list (``--files-from FILE``, ``-`` for standard input; :mod:`acfd.scanner.lists`),
+    after the command line's ``inputs``: paths and URLs mixed (:func:`mixed_items`), read as the scan
+    goes, so a list of millions of lines, or one still being written by ``find``, is never loaded at once."""
+
+    list_path: str
+    null: bool = False
+    inputs: tuple[str, ...] = ()
+    recursive: bool = False
+    sniff: bool = True
+    timeout_s: float = DEFAULTS.timeout_s
+    policy: UrlPolicy | None = None
+
+    def items(self) -> Iterator[Candidate]:
+        return mixed_items(self._entries(), self.recursive, self.sniff, self.timeout_s, self.policy)
+
+    def _entries(self) -> Iterator[str]:
+        from .lists import entries
+
+        yield from self.inputs
+        if self.list_path == "-":
+            yield from entries(sys.stdin.buffer, self.null)
+            return
+        try:
+            f = open(self.list_path, "rb")  # noqa: SIM115 - closed below, as the generator ends
+        except OSError as e:
+            raise ListError(f"cannot read --files-from {display_path(self.list_path)}: {e.strerror or e}") from e
+        with f:
+            yield from entries(f, self.null)
+
+    def describe(self) -> list[str]:
+        return Inputs(self.inputs).describe()
+
+
+class ListError(AcfdError):
+    """A file list cannot be read (the scan stops: it does not know what else to scan)."""
 
 
 _END = object()

@@ -51,6 +51,10 @@ class FramesConfig:
     detector_model: str = DEFAULTS.detector  # full | short | auto (acfd.scanner.faces.DETECTOR_MODES)
     min_face_score: float = DEFAULTS.min_face_score
     detect_max_side: int = DEFAULTS.detect_max_side
+    timeout_s: float = DEFAULTS.timeout_s  # FFmpeg's open and read timeouts for a URL (a scan's --timeout)
+    # A live stream (acfd-scan watch), which may never end: the tracker keeps no history (bounded memory;
+    # no merge at the end, so Decoded maps no identity: the tracklets are the identities).
+    stream: bool = False
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
@@ -120,11 +124,11 @@ def frames_with_faces(cfg: FramesConfig, detector: Detector, target: str, identi
     from .track import FrameLooks, tracker
 
     t0 = time.perf_counter()
-    info, frames = open_frames(target, cfg.sampling, cfg.decoder, cfg.gpu_decode)
+    info, frames = open_frames(target, cfg.sampling, cfg.decoder, cfg.gpu_decode, timeout_s=cfg.timeout_s)
     yield Opened(info)
     t_decode_total = time.perf_counter() - t0
     t_detect_total = 0.0
-    tr = tracker(identity)
+    tr = tracker(identity, history=not cfg.stream)
     held: list[FrameFaces] = []  # frames whose ids may still change, in order (n - len(held) yielded)
     n = 0
 
@@ -133,6 +137,8 @@ def frames_with_faces(cfg: FramesConfig, detector: Detector, target: str, identi
             r = held.pop(0)
             k = n - len(held) - 1  # its sampled frame number, as the tracker counts
             yield dataclasses.replace(r, identities=tuple(tr.tracklets(k)))
+            if cfg.stream:
+                tr.forget(k + 1)  # read: a stream running for hours keeps no per-frame ids
 
     decoder = info.decoder
     last_t = float("-inf")

@@ -3,7 +3,7 @@
 A video's row, its detections, verdicts and attention masks and the scan's counters are committed
 together, so a scan killed at any instant (even SIGKILL) leaves each video entirely stored or not at
 all, and the scan row's counts always match its stored videos. Resume keys on (path bytes, size,
-mtime, model id).
+mtime, model id), for a URL on its ETag too (:meth:`~acfd.scanner.discover.Candidate.unchanged_since`).
 
 Liveness is a lease: a running scan's row holds ``lease_until`` (UTC), which the scan pushes forward
 every third of :data:`LEASE_S` while it runs (:meth:`Store.hold_lease`); a later scan, on any machine,
@@ -74,6 +74,7 @@ class PreviousScan:
     flagged: bool
     settings_key: str | None = None  # acfd.schemas.settings key the row was made with (None: unknown)
     score: float | None = None  # the stored whole-video score
+    etag: str | None = None  # a URL's ETag when it was scanned (None for files)
 
 
 class Store:
@@ -202,14 +203,14 @@ class Store:
         out: dict[bytes, PreviousScan] = {}
         q = (
             select(Video.path_key, Video.size, Video.mtime_ns, Video.status, Video.scan_id, Verdict.label,
-                   Video.settings_key, Verdict.score)
+                   Video.settings_key, Verdict.score, Video.etag)
             .outerjoin(Verdict, (Verdict.video_id == Video.id) & Verdict.identity.is_(None))
             .where(Video.model_id == model_id)
             .order_by(Video.id)
         )
         with self.engine.connect() as c:
-            for key, size, mtime, status, scan_id, label, skey, score in c.execute(q):
-                out[bytes(key)] = PreviousScan(size, mtime, status, scan_id, label == db.LABEL_FAKE, skey, score)
+            for key, size, mtime, status, scan_id, label, skey, score, etag in c.execute(q):
+                out[bytes(key)] = PreviousScan(size, mtime, status, scan_id, label == db.LABEL_FAKE, skey, score, etag)
         return out
 
     def set_found(self, scan_id: int, n_found: int) -> None:
@@ -236,6 +237,7 @@ class Store:
                 path_key=c.key,
                 size=c.size,
                 mtime_ns=c.mtime_ns,
+                etag=c.etag,
                 content_hash=r.content_hash,
                 status=r.status,
                 error=r.error,

@@ -382,6 +382,10 @@ class IoUTracker:
     embedded face, or when it ends), and a check may move some of them to another tracklet: the ids
     :meth:`observe` returns are provisional until frame :attr:`settled`; :meth:`tracklets` gives the
     current ones, final once :meth:`finish` was called.
+
+    ``history=False`` (a live stream, which never ends): nothing is kept for the end-of-video merge
+    (:meth:`identity_map` then maps nothing: the tracklets are the identities), and :meth:`forget`
+    drops the ids of frames already read, so memory stays bounded however long the stream runs.
     """
 
     min_iou: float = 0.3
@@ -399,6 +403,8 @@ class IoUTracker:
     _frames: dict[int, set[int]] = field(default_factory=dict)
     _descriptors: dict[int, list[np.ndarray]] = field(default_factory=dict)
     _ids: dict[int, list[int]] = field(default_factory=dict)  # sampled frame -> its faces' tracklets
+    history: bool = True  # keep each tracklet's frames and descriptors for the merge (False: live streams)
+    _forgotten: int = 0  # frames before this one were dropped from _ids (forget)
 
     def __post_init__(self) -> None:
         if self.schedule is not None and self.method.name != "face":
@@ -468,6 +474,15 @@ class IoUTracker:
     def tracklets(self, frame: int) -> list[int]:
         """The tracklet ids of the faces of sampled frame ``frame`` (0, 1, ...), as they are now."""
         return list(self._ids.get(frame, []))
+
+    def forget(self, before: int) -> None:
+        """Drop the ids of sampled frames before ``before`` (read already; at most :attr:`settled`, whose
+        ids are final): without it a tracker keeps one entry per sampled frame for as long as it runs."""
+        if before > self.settled:
+            raise ValueError(f"frame {before - 1} is not settled yet (settled: {self.settled})")
+        while self._forgotten < before:
+            self._ids.pop(self._forgotten, None)
+            self._forgotten += 1
 
     def finish(self) -> None:
         """After the last frame: check the reused faces of the tracks still open (ids then final)."""
@@ -566,7 +581,7 @@ class IoUTracker:
                 out[fi] = t.identity
         ids = [int(i) for i in out if i is not None]
         self._ids[self._frame] = list(ids)
-        for fi, ident in enumerate(ids):
+        for fi, ident in enumerate(ids if self.history else ()):
             self._frames.setdefault(ident, set()).add(self._frame)
             look = looks[fi]
             if look is not None and fi not in reused:
@@ -644,6 +659,8 @@ class IoUTracker:
         """Reused faces of track ``t`` that are someone else: to tracklet ``to``, with their descriptors."""
         for item in moved:
             self._ids[item.frame][item.slot] = to
+            if not self.history:
+                continue
             self._frames[t.identity].discard(item.frame)
             self._frames.setdefault(to, set()).add(item.frame)
             look = item.get() if item.done else None
@@ -653,7 +670,7 @@ class IoUTracker:
 
     def _settle(self, t: _Track) -> None:
         """The track's reused faces are checked: those whose descriptor was computed join its merge set."""
-        for item in t.pending:
+        for item in t.pending if self.history else ():
             look = item.get() if item.done else None
             if look is not None:
                 self._descriptors.setdefault(t.identity, []).append(look)
@@ -670,6 +687,8 @@ class IoUTracker:
         """Tracklet id -> person identity (0..k-1) after merging (see :func:`merge_tracklets`); calls
         :meth:`finish` first."""
         self.finish()
+        if not self.history:
+            return {}  # nothing kept to merge by: each tracklet stays an identity
         return merge_tracklets(self._frames, self._descriptors, self.method)
 
     @property
@@ -702,9 +721,10 @@ MODES: dict[str, tuple[IdentityMethod, EmbedSchedule | None]] = {
 }
 
 
-def tracker(mode: str = "face") -> IoUTracker:
-    """A new tracker for one video, telling faces apart by ``mode`` (:data:`MODES`)."""
+def tracker(mode: str = "face", history: bool = True) -> IoUTracker:
+    """A new tracker for one video, telling faces apart by ``mode`` (:data:`MODES`); ``history=False``
+    for a live stream (bounded memory, no merge: :class:`IoUTracker`)."""
     if mode not in MODES:
         raise ValueError(f"unknown identity mode {mode!r}: choose {', '.join(MODES)}")
     method, schedule = MODES[mode]
-    return IoUTracker(method=method, schedule=schedule)
+    return IoUTracker(method=method, schedule=schedule, history=history)

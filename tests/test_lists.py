@@ -1,0 +1,168 @@
+"""File lists (``--files-from``): both formats, comments, odd names, and streaming without loading."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import tracemalloc
+
+from acfd.scanner.lists import BLOCK, entries, raw_entries
+
+
+def test_newline_lists_skip_blanks_and_comments_and_keep_spaces() -> None:
+    text = b"# made by find\n/a/one.mp4\r\n\n   \n  # indented comment\n/b/ two .mp4 \nhttp://h/x.mp4\n/c/last.mp4"
+    assert list(raw_entries(io.BytesIO(text))) == [b"/a/one.mp4", b"/b/ two .mp4 ", b"http://h/x.mp4", b"/c/last.mp4"]
+
+
+def test_null_lists_take_every_name_as_given() -> None:
+    names = [b"/a/with\nnewline.mp4", b"#hash-first.mp4", b" spaced ", b"/x/\xff\xfe-not-utf8.mp4"]
+    data = b"\0".join(names) + b"\0\0"  # an empty entry (two NULs) is skipped
+    assert list(raw_entries(io.BytesIO(data), null=True)) == names
+    # decoded as the file system decodes: the same bytes come back
+    assert [os.fsencode(e) for e in entries(io.BytesIO(data), null=True)] == names
+
+
+def test_entries_cut_across_blocks_are_whole() -> None:
+    long = b"/d/" + b"x" * (BLOCK + 100) + b".mp4"
+    data = b"/a.mp4\n" + long + b"\n/b.mp4\n"
+    assert list(raw_entries(io.BytesIO(data))) == [b"/a.mp4", long, b"/b.mp4"]
+
+
+def test_a_list_is_read_as_it_is_written() -> None:
+    """The first entry comes out while the writer has not finished (a pipe from find)."""
+    r, w = os.pipe()
+    wrote_rest = threading.Event()
+    with os.fdopen(r, "rb") as reader, os.fdopen(w, "wb") as writer:
+        writer.write(b"/first.mp4\n")
+        writer.flush()
+        it = raw_entries(reader)
+        got: list[bytes] = []
+
+        def finish() -> None:
+            wrote_rest.set()
+            writer.write(b"/second.mp4\n")
+            writer.close()
+
+        t = threading.Timer(0.5, finish)
+        t.start()
+        got.append(next(it))
+        assert got == [b"/first.mp4"] and not wrote_rest.is_set()  # read before the rest was written
+        got.extend(it)
+        t.join()
+    assert got == [b"/first.mp4", b"/second.mp4"]
+
+
+def test_a_million_lines_stream_in_little_memory(tmp_path) -> None:  # noqa: ANN001
+    lst = tmp_path / "million.txt"
+    with open(lst, "wb") as f:
+        for k in range(0, 1_000_000, 1000):
+            f.write(b"".join(b"/archive/%07d.mp4\n" % (k + j) for j in range(1000)))
+    size = lst.stat().st_size
+    tracemalloc.start()
+    n = 0
+    last = b""
+    with open(lst, "rb") as f:
+        for e in raw_entries(f):
+            n += 1
+            last = e
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == 1_000_000 and last == b"/archive/0999999.mp4"
+    assert peak < 1 << 20 and size > 20 << 20  # under 1 MiB for a list of more than 20 MiB
+
+
+# -- --files-from end to end ------------------------------------------------------------------------
+
+import shutil  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from acfd.scanner.cli import main  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from tests import scan_helpers as H  # noqa: E402
+from tests.url_helpers import Route, Site  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):  # noqa: ANN001, ANN201
+    return H.models(tmp_path_factory)
+
+
+def _rows(db: Path) -> dict[str, tuple]:
+    with sqlite3.connect(db) as c:
+        return {p: (s, e) for p, s, e in c.execute("SELECT path, status, error FROM videos")}
+
+
+def test_find_print0_into_files_from_stdin(tmp_path: Path, models) -> None:  # noqa: ANN001
+    if shutil.which("find") is None:
+        pytest.skip("no find")
+    arch = tmp_path / "archive"
+    (arch / "sub").mkdir(parents=True)
+    H.face_video(arch / "a.mp4", n=4)
+    H.face_video(arch / "sub" / "line\nbreak.mp4", n=4)  # a name that a newline list cannot carry
+    (arch / "notes.txt").write_text("not a video")
+    find = subprocess.run(["find", str(arch), "-name", "*.mp4", "-print0"], capture_output=True, check=True)
+    db = tmp_path / "s.sqlite"
+    cmd = [sys.executable, "-m", "acfd.scanner", "--files-from", "-", "--null", "--model", str(models["fake"]),
+           "--db", str(db), "--workers", "0", "--frames", "2", "-q"]
+    r = subprocess.run(cmd, input=find.stdout, capture_output=True, timeout=180)
+    assert r.returncode == 1, r.stderr.decode()[-2000:]  # both flagged by the "fake" model, no error
+    assert _rows(db) == {str(arch / "a.mp4"): ("ok", None), str(arch / "sub" / "line\nbreak.mp4"): ("ok", None)}
+    with sqlite3.connect(db) as c:
+        args = json.loads(c.execute("SELECT args FROM scans").fetchone()[0])
+    assert (args["files_from"], args["null"], args["paths"]) == ("-", True, [])  # stdin: "-"
+
+
+def test_a_list_mixes_paths_and_urls_and_bad_entries_become_rows(tmp_path: Path, models) -> None:  # noqa: ANN001
+    clip = H.face_video(tmp_path / "clip.mp4", n=4)
+    with Site() as site:
+        site.routes["/b.mp4"] = Route(clip.read_bytes(), "video/mp4", etag='"b-1"')
+        lst = tmp_path / "list.txt"
+        lst.write_text(
+            "# a list made by hand\r\n"
+            f"{clip}\r\n\n"
+            f"{site.url('/b.mp4', auth='u:secret')}\n"
+            "ftp://example.org/c.mp4\n"
+            f"{tmp_path / 'gone.mp4'}\n"
+            f"{clip}\n"  # named twice: one row
+            f"{site.url('/missing.mp4')}\n"
+        )
+        db = tmp_path / "s.sqlite"
+        args = ["--files-from", str(lst), "--model", str(models["real"]), "--db", str(db), "--workers", "0",
+                "--frames", "2", "-q"]
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2, r.output  # errors, nothing flagged
+        assert _rows(db) == {
+            str(clip): ("ok", None),
+            site.url("/b.mp4"): ("ok", None),  # stored without u:secret
+            "ftp://example.org/c.mp4": ("error", "unsupported scheme 'ftp' in ftp://example.org/c.mp4: acfd-scan "
+                                                 "reads http, https, rtsp, rtmp, srt, udp"),
+            str(tmp_path / "gone.mp4"): ("error", "no such file or directory"),
+            site.url("/missing.mp4"): ("error", "HTTP 404 Not Found"),
+        }
+        assert "secret" not in r.output and b"secret" not in db.read_bytes()
+        # the same list again: the file and the URL with an ETag are unchanged, the errors stand
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2, r.output
+        with sqlite3.connect(db) as c:
+            assert c.execute("SELECT n_found, n_skipped, n_ok FROM scans WHERE id = 2").fetchone() == (5, 4, 0)  # only the 404 (no validators) is tried again
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--files-from", "{tmp}/nolist.txt"], "cannot read --files-from {tmp}/nolist.txt: No such file or directory"),
+    (["--files-from", "{tmp}"], "--files-from {tmp} is a folder: give a file that lists paths or URLs"),
+    (["--null", "x.mp4"], "--null describes the list of --files-from: give --files-from FILE (or -)"),
+    ([], "give at least one path to scan, or --files-from FILE"),
+])
+def test_list_options_refused_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    r = CliRunner().invoke(main, [a.format(tmp=tmp_path) for a in args] + ["--db", str(tmp_path / "s.sqlite")])
+    assert r.exit_code == 4
+    (line,) = r.output.strip().splitlines()
+    assert line.startswith("Error: " + message.format(tmp=tmp_path))
+    assert not (tmp_path / "s.sqlite").exists() or args == []
