@@ -83,7 +83,7 @@ def watch_cmd(sources: tuple[str, ...], jsonl: Any, quiet: bool, **kw: Any) -> i
     windows are committed first. See docs/scanner.md, "Live streams (watch)".
     """
     from .cli import card_line, starter_line, validation_line, warning_line
-    from .watch import JsonlSink, Stop, StreamNote, WatchConfig, Watcher, WindowResult, watch
+    from .watch import Stop, StreamNote, WatchConfig, Watcher, WindowJsonlSink, WindowResult, watch
 
     cfg = WatchConfig(sources=tuple(sources), **kw)
     watcher = Watcher(cfg, progress=not quiet)
@@ -111,9 +111,9 @@ def watch_cmd(sources: tuple[str, ...], jsonl: Any, quiet: bool, **kw: Any) -> i
     to_stdout = jsonl is not None and getattr(jsonl, "name", "") == "<stdout>"
     sinks: list[Any] = []
     if not to_stdout:
-        sinks.append(lambda ctx: JsonlSink(sys.stdout, ctx))  # flagged windows: the alerts
+        sinks.append(lambda ctx: WindowJsonlSink(sys.stdout, ctx))  # flagged windows: the alerts
     if jsonl is not None:
-        sinks.append(lambda ctx: JsonlSink(jsonl, ctx, every=True))
+        sinks.append(lambda ctx: WindowJsonlSink(jsonl, ctx, every=True))
     sinks.append(lambda ctx: Stderr())
 
     stop = Stop()

@@ -203,27 +203,14 @@ class Scanner:
         # --model or $ACFD_MODEL, even a copy of it): the scan then says what the starter is.
         self.starter = False
         if backend is None:
-            from acfd.engine.fetch import public_spec
-
-            spec = cfg.model
-            if not spec:
-                spec = default_model()
-                self.starter = True
-            try:
-                backend = load_backend(spec, cfg.device, progress=progress)
-            except ArtifactError as e:
-                if not self.starter:
-                    raise
-                # e.g. a Git LFS pointer where the file should be: say what to do, not only what broke
-                raise ScanError(f"the packaged starter model is damaged ({e}); reinstall acfd, or give "
-                                "--model (or $ACFD_MODEL)") from e
-            # What is stored (models.path, the scan's arguments) is the spec as given, minus any password.
-            cfg = dataclasses.replace(cfg, model=public_spec(spec))
+            loaded = load_model(cfg.model, cfg.device, progress)
+            backend, self.starter = loaded.backend, loaded.starter
+            cfg = dataclasses.replace(cfg, model=loaded.spec)
         self.cfg = cfg
         self.backend = backend
         meta = backend.meta
         self.meta = meta
-        self.batch_size = cfg.batch_size or backend.max_batch or (32 if _cuda(cfg.device) else CPU_BATCH)
+        self.batch_size = batch_size_for(cfg.batch_size, backend, cfg.device)
         self.settings = ExecutorSettings(
             frames=FramesConfig(
                 sampling=cfg.sampling, crop_size=meta.input_size, crop_margin=meta.crop_margin, decoder=cfg.decoder,
@@ -405,6 +392,39 @@ def default_model() -> str:
     if path.is_file():
         return str(path)
     raise NoModelError(no_model_message(path))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model loaded for a scan or a watch: the backend, the spec as stored (the path or URL as given,
+    minus any password), and whether it is the packaged starter because no model was given."""
+
+    backend: Backend
+    spec: str
+    starter: bool
+
+
+def load_model(spec: str | None, device: str, progress: bool = True) -> LoadedModel:
+    """``spec`` (a path or URL; None or empty: the packaged starter) loaded on ``device``."""
+    from acfd.engine.fetch import public_spec
+
+    starter = not spec
+    if not spec:
+        spec = default_model()
+    try:
+        backend = load_backend(spec, device, progress=progress)
+    except ArtifactError as e:
+        if not starter:
+            raise
+        # e.g. a Git LFS pointer where the file should be: say what to do, not only what broke
+        raise ScanError(f"the packaged starter model is damaged ({e}); reinstall acfd, or give "
+                        "--model (or $ACFD_MODEL)") from e
+    return LoadedModel(backend, public_spec(spec), starter)
+
+
+def batch_size_for(requested: int | None, backend: Backend, device: str) -> int:
+    """Crops per model call: as asked, else the engine's own batch, else 32 on a GPU and CPU_BATCH on a CPU."""
+    return requested or backend.max_batch or (32 if _cuda(device) else CPU_BATCH)
 
 
 def load_backend(model: str | os.PathLike[str], device: str = "auto", progress: bool = True) -> Backend:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .report_text import _num, esc
@@ -24,6 +24,35 @@ def _nice_step(span: float, target: int = 5) -> float:
     return 10 * mag
 
 
+def _score_frame(ys: Sequence[float], size: tuple[int, int], area: tuple[float, float, float, float], cls: str,
+                 label: str) -> tuple[Callable[[float], float], list[str], list[str]]:
+    """What both plots share: the score scale (0 at the bottom, a round top above the largest of ``ys``),
+    the ``<svg>`` opening with the plot ``area`` (left, top, width, height), and the horizontal grid lines
+    with their labels (drawn after anything that must lie under them)."""
+    width, height = size
+    ml, mt, pw, ph = area
+    y1 = max([*ys, 1e-6]) * 1.12
+    ystep = _nice_step(y1)
+    y1 = math.ceil(y1 / ystep) * ystep
+
+    def sy(v: float) -> float:
+        return mt + ph * (1 - v / y1)
+
+    head = [
+        f'<svg class="{cls}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{label}">',
+        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>',
+    ]
+    grid = []
+    k = 0
+    while k * ystep <= y1 + 1e-9:
+        v = k * ystep
+        grid.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#e4e4e4"/>')
+        grid.append(f'<text x="{ml - 6}" y="{sy(v) + 4:.1f}" text-anchor="end" class="tick">{esc(f"{v:g}")}</text>')
+        k += 1
+    return sy, head, grid
+
+
 def score_plot(
     points: Sequence[tuple[float, int, float]],
     threshold: float | None,
@@ -37,27 +66,13 @@ def score_plot(
     ts = [p[0] for p in points]
     ys = [p[2] for p in points] + ([threshold] if threshold is not None else [])
     x1 = max([t_max or 0.0, *ts, 1e-6])
-    y1 = max([*ys, 1e-6]) * 1.12
-    xstep, ystep = _nice_step(x1), _nice_step(y1)
-    y1 = math.ceil(y1 / ystep) * ystep
+    xstep = _nice_step(x1)
 
     def sx(t: float) -> float:
         return ml + pw * t / x1
 
-    def sy(v: float) -> float:
-        return mt + ph * (1 - v / y1)
-
-    out = [
-        f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="score over time">',
-        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>',
-    ]
-    k = 0
-    while k * ystep <= y1 + 1e-9:
-        v = k * ystep
-        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#e4e4e4"/>')
-        out.append(f'<text x="{ml - 6}" y="{sy(v) + 4:.1f}" text-anchor="end" class="tick">{esc(f"{v:g}")}</text>')
-        k += 1
+    sy, out, grid = _score_frame(ys, (width, height), (ml, mt, pw, ph), "plot", "score over time")
+    out += grid
     k = 0
     while k * xstep <= x1 + 1e-9:
         t = k * xstep
@@ -139,31 +154,16 @@ def window_plot(marks: Sequence[WindowMark], events: Sequence[tuple[float, str, 
     x1 = max([*times, x0 + 1.0])
     span = x1 - x0
     ys = [m.score for m in marks if m.score is not None] + [m.threshold for m in marks]
-    y1 = max([*ys, 1e-6]) * 1.12
-    ystep = _nice_step(y1)
-    y1 = math.ceil(y1 / ystep) * ystep
 
     def sx(t: float) -> float:
         return ml + pw * (t - x0) / span
 
-    def sy(v: float) -> float:
-        return mt + ph * (1 - v / y1)
-
-    out = [
-        f'<svg class="plot stream" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="window score over time">',
-        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>',
-    ]
+    sy, out, grid = _score_frame(ys, (width, height), (ml, mt, pw, ph), "plot stream", "window score over time")
     for m in marks:  # flagged spans first, under everything else
         if m.flagged:
             out.append(f'<rect class="flagged-band" x="{sx(m.t0):.1f}" y="{mt}" width="{max(1.0, sx(m.t1) - sx(m.t0)):.1f}" '
                        f'height="{ph}" fill="#d62728" fill-opacity="0.12"/>')
-    k = 0
-    while k * ystep <= y1 + 1e-9:
-        v = k * ystep
-        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#e4e4e4"/>')
-        out.append(f'<text x="{ml - 6}" y="{sy(v) + 4:.1f}" text-anchor="end" class="tick">{esc(f"{v:g}")}</text>')
-        k += 1
+    out += grid
     step = next((s for s in _TIME_STEPS if span / s <= 6), _TIME_STEPS[-1])
     first = math.ceil(x0 / step) * step
     t = first

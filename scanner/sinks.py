@@ -82,17 +82,22 @@ class JsonlSink:
         if not isinstance(ev, VideoResult):
             return
         c = self.ctx
-        line = ev.to_json(c.scan_id, c.model_id, c.threshold, c.strategy, c.validation)
-        try:
-            self.out.write(line + "\n")
-            self.out.flush()
-        except BrokenPipeError as e:
-            raise OutputClosed(str(e)) from e
-        except OSError as e:
-            from .text import printable
+        write_line(self.out, ev.to_json(c.scan_id, c.model_id, c.threshold, c.strategy, c.validation))
 
-            name = getattr(self.out, "name", "--jsonl")
-            raise ScanOutputError(f"cannot write --jsonl {printable(str(name))}: {e.strerror or e}") from e
+
+def write_line(out: IO[str], line: str) -> None:
+    """One line of JSON output, flushed at once (another program may be waiting for it): a reader that
+    went away ends the run quietly (:class:`OutputClosed`), a full disk in one line (:class:`ScanOutputError`)."""
+    try:
+        out.write(line + "\n")
+        out.flush()
+    except BrokenPipeError as e:
+        raise OutputClosed(str(e)) from e
+    except OSError as e:
+        from .text import printable
+
+        name = getattr(out, "name", "--jsonl")
+        raise ScanOutputError(f"cannot write --jsonl {printable(str(name))}: {e.strerror or e}") from e
 
 
 @dataclass

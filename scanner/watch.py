@@ -15,7 +15,7 @@ A watch is ``sources -> frames stage per stream -> one engine thread -> windows 
 - what happens to a stream is yielded too (:class:`StreamNote`: opened, dropped, gave_up, ended).
 
 :func:`watch` runs it with the store as the first sink (each window and event in its own transaction),
-then the caller's sinks (:class:`JsonlSink`: flagged windows on stdout, every window and event in a file).
+then the caller's sinks (:class:`WindowJsonlSink`: flagged windows on stdout, every window and event in a file).
 
 Windows. The grid of a stream is anchored at its first frame: window k covers stream time
 ``[t0 + k*W, t0 + (k+1)*W)``; ``window_index`` counts the windows stored for the source in this watch
@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from acfd.schemas import db
-from acfd.schemas.artifact import ArtifactError, project_version
+from acfd.schemas.artifact import project_version
 from acfd.schemas.errors import AcfdError, OutputClosed
 
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale, VideoVerdict
@@ -61,7 +61,7 @@ from .config import DEFAULTS, DETECTORS, DEVICES, ScanError
 from .decode import Sampling, VideoInfo
 from .discover import display_path
 from .results import FaceRecord
-from .sinks import ScanContext, ScanOutputError
+from .sinks import ScanContext, write_line
 from .stages import (
     Decoded,
     FaceCrop,
@@ -516,28 +516,17 @@ class Watcher:
 
     def __init__(self, cfg: WatchConfig, backend: Backend | None = None, progress: bool = True,
                  pool_factory: Callable[[int], Pool] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        from .pipeline import CPU_BATCH, _cuda, default_model, load_backend
+        from .pipeline import batch_size_for, load_model
 
         self.starter = False
         if backend is None:
-            from acfd.engine.fetch import public_spec
-
-            spec = cfg.model
-            if not spec:
-                spec = default_model()
-                self.starter = True
-            try:
-                backend = load_backend(spec, cfg.device, progress=progress)
-            except ArtifactError as e:
-                if not self.starter:
-                    raise
-                raise ScanError(f"the packaged starter model is damaged ({e}); reinstall acfd, or give "
-                                "--model (or $ACFD_MODEL)") from e
-            cfg = dataclasses.replace(cfg, model=public_spec(spec))
+            loaded = load_model(cfg.model, cfg.device, progress)
+            backend, self.starter = loaded.backend, loaded.starter
+            cfg = dataclasses.replace(cfg, model=loaded.spec)
         self.cfg = cfg
         self.backend = backend
         self.meta = backend.meta
-        self.batch_size = cfg.batch_size or backend.max_batch or (32 if _cuda(cfg.device) else CPU_BATCH)
+        self.batch_size = batch_size_for(cfg.batch_size, backend, cfg.device)
         self.frames = FramesConfig(
             sampling=Sampling(cfg.fps), crop_size=self.meta.input_size, crop_margin=self.meta.crop_margin,
             decoder="pyav",  # decord reads a file's whole index first: it cannot follow a live stream
@@ -789,7 +778,7 @@ class Watcher:
 
 # -- sinks -------------------------------------------------------------------------------------------
 
-class StoreSink:
+class WindowStoreSink:
     """Stores each window (and the scan's counters) and each stream event, one transaction each."""
 
     def __init__(self, store: Any, ctx: ScanContext) -> None:
@@ -804,7 +793,7 @@ class StoreSink:
             self.store.write_event(c.scan_id, ev)
 
 
-class JsonlSink:
+class WindowJsonlSink:
     """One JSON line per window, flushed at once: flagged windows only (alerts: stdout), or every window and
     stream event (``every``: a ``--jsonl`` file, a complete log). A reader that went away stops the watch
     quietly (:class:`OutputClosed`); a full disk in one line (:class:`ScanOutputError`)."""
@@ -822,17 +811,7 @@ class JsonlSink:
                 return
         elif not self.every:
             return
-        line = json.dumps(ev.to_dict(self.ctx), ensure_ascii=False)
-        try:
-            self.out.write(line + "\n")
-            self.out.flush()
-        except BrokenPipeError as e:
-            raise OutputClosed(str(e)) from e
-        except OSError as e:
-            from .text import printable
-
-            name = getattr(self.out, "name", "--jsonl")
-            raise ScanOutputError(f"cannot write {printable(str(name))}: {e.strerror or e}") from e
+        write_line(self.out, json.dumps(ev.to_dict(self.ctx), ensure_ascii=False))
 
 
 # -- a whole watch -----------------------------------------------------------------------------------
@@ -879,7 +858,7 @@ def watch(watcher: Watcher, sinks: Sequence[SinkFactory] = (), stop: Stop | None
     store.set_found(scan_id, len(watcher.sources))
     ctx = ScanContext(scan_id, b.model_id, watcher.meta.threshold, cfg.strategy, watcher.meta.validation)
     summary = WatchSummary(scan_id, db.SCAN_FAILED, len(watcher.sources))
-    consumers = [StoreSink(store, ctx), *(make(ctx) for make in sinks)]
+    consumers = [WindowStoreSink(store, ctx), *(make(ctx) for make in sinks)]
     status = db.SCAN_FAILED
     try:
         with store.hold_lease(scan_id):

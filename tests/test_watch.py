@@ -32,7 +32,7 @@ from acfd.scanner.decode import VideoInfo
 from acfd.scanner.faces import Face
 from acfd.scanner.stages import Decoded, Failed, FrameFaces, Opened
 from acfd.scanner.track import IoUTracker
-from acfd.scanner.watch import JsonlSink, Stop, WatchConfig, Watcher, parse_seconds, watch
+from acfd.scanner.watch import Stop, WatchConfig, Watcher, WindowJsonlSink, parse_seconds, watch
 from acfd.scanner.worker import WorkerMessage
 from acfd.schemas.artifact import ArtifactMeta
 from acfd.schemas.errors import AcfdError
@@ -334,7 +334,7 @@ def test_windows_reconnects_and_clocks_scripted(tmp_path):
                       fps=2.0, duration_s=1.5, reconnect=3, backoff_s=0.05, strategy="mean", min_support=1)
     watcher = Watcher(cfg, backend=MeanModel(), pool_factory=lambda n: pool)
     every, alerts = io.StringIO(), io.StringIO()
-    s = watch(watcher, [lambda ctx: JsonlSink(every, ctx, every=True), lambda ctx: JsonlSink(alerts, ctx)])
+    s = watch(watcher, [lambda ctx: WindowJsonlSink(every, ctx, every=True), lambda ctx: WindowJsonlSink(alerts, ctx)])
     lines = [json.loads(x) for x in every.getvalue().splitlines()]
     wins = {}
     for d in lines:
@@ -386,7 +386,7 @@ def watched(models, tmp_path_factory):
                       fps=2.0, duration_s=8.0, in_process=True, timeout_s=10.0)
     alerts = io.StringIO()
     t0 = time.time()
-    s = watch(Watcher(cfg, progress=False), [lambda ctx: JsonlSink(alerts, ctx)])
+    s = watch(Watcher(cfg, progress=False), [lambda ctx: WindowJsonlSink(alerts, ctx)])
     wall = time.time() - t0
     grew = live.segments() - n0  # it went on growing while watched
     live.stop()
@@ -526,7 +526,7 @@ def test_http_server_restarted_mid_stream(models, tmp_path):
     t = threading.Thread(target=outage, daemon=True)
     t.start()
     every = io.StringIO()
-    s = watch(Watcher(cfg, progress=False), [lambda ctx: JsonlSink(every, ctx, every=True)])
+    s = watch(Watcher(cfg, progress=False), [lambda ctx: WindowJsonlSink(every, ctx, every=True)])
     t.join()
     live.stop()
     server.stop()
