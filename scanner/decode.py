@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -109,7 +109,7 @@ class Frame:
     image: np.ndarray
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e: object) -> str:
     # FFmpeg errors carry the path in str(e); the error column has the path already.
     msg = getattr(e, "strerror", None) if isinstance(getattr(e, "strerror", None), str) else None
     s = " ".join((msg or str(e)).split()) or e.__class__.__name__
@@ -158,13 +158,9 @@ def _timeout(timeout_s: float | None) -> float:
     return URL_TIMEOUT_S if timeout_s is None else timeout_s
 
 
-def _redacted(path: str) -> Callable[[DecodeError], DecodeError]:
-    """The same error without ``path``'s credentials (a URL's; FFmpeg messages may quote it)."""
-
-    def clean(e: DecodeError) -> DecodeError:
-        return DecodeError(redact(str(e), path)) if is_url(path) else e
-
-    return clean
+def _without_password(e: DecodeError, path: str) -> DecodeError:
+    """``e`` without ``path``'s credentials when ``path`` is a URL (FFmpeg messages may quote it)."""
+    return DecodeError(redact(str(e), path)) if is_url(path) else e
 
 
 def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
@@ -175,7 +171,7 @@ def probe(path: str, timeout_s: float | None = None) -> VideoInfo:
     except DecodeError as e:
         if not is_url(path):
             raise
-        raise _redacted(path)(e) from None
+        raise _without_password(e, path) from None
 
 
 def _probe(path: str, timeout_s: float | None) -> VideoInfo:
@@ -456,7 +452,7 @@ def open_frames(
         if sampling.frames is not None and not sampling.every_frame and info.duration_s is None:
             raise DecodeError("--frames needs the stream's duration and this one has none (a live stream?): "
                               "use --fps")
-        return info, _guard(_frames_pyav(path, info, sampling, timeout_s), "pyav", _redacted(path))
+        return info, _guard(_frames_pyav(path, info, sampling, timeout_s), "pyav", url=path)
     info = probe(path)
     if decoder in ("auto", "decord") and decoder_available("decord"):
         try:
@@ -470,18 +466,17 @@ def open_frames(
     return info, _guard(_frames_pyav(path, info, sampling), "pyav")
 
 
-def _guard(frames: Iterator[Frame], name: str,
-           clean: Callable[[DecodeError], DecodeError] | None = None) -> Iterator[Frame]:
-    """Turn a decoder's exceptions in the middle of a stream into DecodeError (one line); ``clean``
-    removes a URL's credentials from it."""
+def _guard(frames: Iterator[Frame], name: str, url: str | None = None) -> Iterator[Frame]:
+    """Turn a decoder's exceptions in the middle of a stream into DecodeError (one line), without the
+    credentials of ``url``."""
     try:
         yield from frames
     except DecodeError as e:
-        if clean is None:
+        if url is None:
             raise
-        raise clean(e) from None
+        raise _without_password(e, url) from None
     except Exception as e:
         err = DecodeError(f"{name} failed while decoding ({_one_line(e)})")
-        if clean is None:
+        if url is None:
             raise err from e
-        raise clean(err) from None
+        raise _without_password(err, url) from None

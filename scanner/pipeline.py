@@ -283,7 +283,7 @@ class Scanner:
         self.scan_id = self.store.start_scan(
             self.backend.model_id, cfg.strategy, self.meta.threshold, self.backend.name,
             str(getattr(self.backend, "device", cfg.device)), cfg.as_args(), project_version(),
-            device_name=_device_name(self.backend),
+            device_name=device_name(self.backend),
         )
         ctx = ScanContext(self.scan_id, self.backend.model_id, self.meta.threshold, cfg.strategy, self.meta.validation)
         store = StoreSink(self.store, ctx, self.verdict_key, self.error_key)
@@ -333,7 +333,7 @@ class Scanner:
             self.store.set_found(self.scan_id, walk.total)
 
 
-def _device_name(backend: Backend) -> str | None:
+def device_name(backend: Backend) -> str | None:
     """What really runs the model, for ``scans.device_name`` (the backend's own words, if it has them)."""
     fn = getattr(backend, "device_name", None)
     try:

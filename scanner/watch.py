@@ -50,7 +50,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from acfd.schemas import db
 from acfd.schemas.artifact import project_version
@@ -58,7 +58,7 @@ from acfd.schemas.errors import AcfdError, OutputClosed
 
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale, VideoVerdict
 from .config import DEFAULTS, DETECTORS, DEVICES, ScanError
-from .decode import Sampling, VideoInfo
+from .decode import Sampling, VideoInfo, _one_line
 from .discover import display_path
 from .results import FaceRecord
 from .sinks import ScanContext, write_line
@@ -74,6 +74,9 @@ from .stages import (
 )
 from .urls import check_url, is_url, public_url, redact
 from .worker import DecodePool, StartFailed, WorkerConfig, WorkerError, WorkerMessage
+
+if TYPE_CHECKING:
+    from .pipeline import Backend
 
 # A live stream that delivers nothing for this long has stalled (a scan's 300 s is for one file's decoder;
 # a live feed is expected every segment). It must exceed the tracker's hold (about 3 s of stream).
@@ -295,11 +298,6 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _one_line(s: object) -> str:
-    text = " ".join(str(s).split())
-    return text if len(text) < 300 else text[:297] + "..."
-
-
 # -- the frames stages in threads (in_process) -------------------------------------------------------
 
 class Pool(Protocol):
@@ -497,15 +495,6 @@ class Stop:
 
     def is_set(self) -> bool:
         return self.event.is_set()
-
-
-class Backend(Protocol):
-    meta: Any
-    name: str
-    model_id: str
-    max_batch: int | None
-
-    def infer(self, crops: Any) -> Any: ...
 
 
 class Watcher:
@@ -844,6 +833,7 @@ def watch(watcher: Watcher, sinks: Sequence[SinkFactory] = (), stop: Stop | None
     """Run ``watcher`` into its store (``cfg.db``) and ``sinks``; returns the summary. The ``scans`` row is
     ``done`` when the duration passed or every stream ended, ``interrupted`` when ``stop`` was set (or
     on Ctrl-C), ``failed`` otherwise."""
+    from .pipeline import device_name
     from .watch_store import WatchStore
 
     cfg = watcher.cfg
@@ -854,7 +844,7 @@ def watch(watcher: Watcher, sinks: Sequence[SinkFactory] = (), stop: Stop | None
     store.register_model(b.model_id, cfg.model or "", b.name, watcher.meta)
     scan_id = store.start_scan(b.model_id, cfg.strategy, watcher.meta.threshold, b.name,
                                str(getattr(b, "device", cfg.device)), cfg.as_args(), project_version(),
-                               device_name=_device_name(b))
+                               device_name=device_name(b))
     store.set_found(scan_id, len(watcher.sources))
     ctx = ScanContext(scan_id, b.model_id, watcher.meta.threshold, cfg.strategy, watcher.meta.validation)
     summary = WatchSummary(scan_id, db.SCAN_FAILED, len(watcher.sources))
@@ -881,11 +871,3 @@ def watch(watcher: Watcher, sinks: Sequence[SinkFactory] = (), stop: Stop | None
         summary.infer_busy_s = watcher.infer_busy_s
         store.engine.dispose()
     return summary
-
-
-def _device_name(backend: Any) -> str | None:
-    fn = getattr(backend, "device_name", None)
-    try:
-        return str(fn()) if callable(fn) else None
-    except Exception:  # a description must never stop a watch
-        return None
