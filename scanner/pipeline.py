@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
@@ -178,10 +179,29 @@ def _check_list(path: str) -> None:
     if os.path.isdir(path):
         raise ScanError(f"--files-from {shown} is a folder: give a file that lists paths or URLs, one per line")
     try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0  # open() below says why
+    if stat.S_ISBLK(mode) or (stat.S_ISCHR(mode) and not _is_terminal(path)):
+        # /dev/zero with --null would be an endless list of empty entries: refuse devices (a pipe, a
+        # terminal, /dev/stdin and - are fine)
+        raise ScanError(f"--files-from {shown} is a device, not a list: give a file, a pipe or - (standard input)")
+    try:
         with open(path, "rb"):
             pass
     except OSError as e:
         raise ScanError(f"cannot read --files-from {shown}: {e.strerror or e}") from e
+
+
+def _is_terminal(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
 
 
 def _is_url(p: object) -> bool:

@@ -118,18 +118,22 @@ class FileList(Source):
         return mixed_items(self._entries(), self.recursive, self.sniff, self.timeout_s, self.policy)
 
     def _entries(self) -> Iterator[str]:
-        from .lists import entries
+        from .lists import EntryTooLong, entries
 
         yield from self.inputs
-        if self.list_path == "-":
-            yield from entries(sys.stdin.buffer, self.null)
-            return
+        shown = "-" if self.list_path == "-" else display_path(self.list_path)
         try:
-            f = open(self.list_path, "rb")  # noqa: SIM115 - closed below, as the generator ends
-        except OSError as e:
-            raise ListError(f"cannot read --files-from {display_path(self.list_path)}: {e.strerror or e}") from e
-        with f:
-            yield from entries(f, self.null)
+            if self.list_path == "-":
+                yield from entries(sys.stdin.buffer, self.null)
+                return
+            try:
+                f = open(self.list_path, "rb")  # noqa: SIM115 - closed below, as the generator ends
+            except OSError as e:
+                raise ListError(f"cannot read --files-from {shown}: {e.strerror or e}") from e
+            with f:
+                yield from entries(f, self.null)
+        except EntryTooLong as e:
+            raise ListError(f"--files-from {shown}: {e}") from e
 
     def describe(self) -> list[str]:
         return Inputs(self.inputs).describe()

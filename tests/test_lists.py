@@ -5,10 +5,21 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import sqlite3
+import subprocess
+import sys
 import threading
 import tracemalloc
+from pathlib import Path
 
-from acfd.scanner.lists import BLOCK, entries, raw_entries
+import pytest
+from acfd.scanner.cli import main
+from acfd.scanner.lists import BLOCK, MAX_ENTRY, EntryTooLong, entries, raw_entries
+from click.testing import CliRunner
+
+from tests import scan_helpers as H
+from tests.url_helpers import Route, Site
 
 
 def test_newline_lists_skip_blanks_and_comments_and_keep_spaces() -> None:
@@ -25,9 +36,55 @@ def test_null_lists_take_every_name_as_given() -> None:
 
 
 def test_entries_cut_across_blocks_are_whole() -> None:
-    long = b"/d/" + b"x" * (BLOCK + 100) + b".mp4"
-    data = b"/a.mp4\n" + long + b"\n/b.mp4\n"
-    assert list(raw_entries(io.BytesIO(data))) == [b"/a.mp4", long, b"/b.mp4"]
+    first = b"/a/" + b"a" * (BLOCK - 200) + b".mp4"  # the next entry starts near the end of the first block
+    long = b"/d/" + b"x" * 30_000 + b".mp4"
+    data = first + b"\n" + long + b"\n/b.mp4\n"
+    assert list(raw_entries(io.BytesIO(data))) == [first, long, b"/b.mp4"]
+
+
+@pytest.mark.parametrize("null", [False, True])
+def test_an_endless_entry_is_refused_not_held(null: bool) -> None:
+    """A binary file given as a list: one line naming the entry, after the good entries before it, and
+    never more than about two blocks held (the entry is not collected)."""
+    sep = b"\0" if null else b"\n"
+
+    class Endless(io.RawIOBase):
+        served = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:  # noqa: ANN001
+            head = sep.join([b"/ok1.mp4", b"/ok2.mp4", b""]) if self.served == 0 else b""
+            chunk = (head + b"z" * len(b))[: len(b)]
+            b[: len(chunk)] = chunk
+            self.served += len(chunk)
+            return len(chunk)
+
+    src = Endless()
+    it = raw_entries(io.BufferedReader(src, BLOCK), null=null)
+    assert [next(it), next(it)] == [b"/ok1.mp4", b"/ok2.mp4"]
+    with pytest.raises(EntryTooLong) as e:
+        next(it)
+    word = "entry" if null else "line"
+    assert str(e.value).startswith(f"{word} 3 is longer than {MAX_ENTRY} bytes: not a list of paths")
+    assert src.served <= MAX_ENTRY + 2 * BLOCK
+
+
+def test_a_video_or_a_device_as_list_is_one_line(tmp_path: Path) -> None:  # noqa: ANN001
+    blob = tmp_path / "clip.mp4"
+    blob.write_bytes(bytes(range(1, 256)).replace(b"\n", b"") * 600)  # 150 kB, no newline
+    db = str(tmp_path / "s.sqlite")
+    r = CliRunner().invoke(main, ["--files-from", str(blob), "--db", db, "-q"])
+    assert r.exit_code == 4
+    line = r.output.strip().splitlines()[-1]  # after the model's banner: the list is read as the scan goes
+    assert line == (f"Error: --files-from {blob}: line 1 is longer than {MAX_ENTRY} bytes: not a list of paths "
+                    "(a binary file, or a NUL-separated list without --null?)")
+    for extra in ([], ["--null"]):
+        r = CliRunner().invoke(main, ["--files-from", "/dev/zero", *extra, "--db", db])
+        assert r.exit_code == 4
+        (line,) = r.output.strip().splitlines()
+        assert line == "Error: --files-from /dev/zero is a device, not a list: give a file, a pipe or - (standard input)"
 
 
 def test_a_list_is_read_as_it_is_written() -> None:
@@ -75,18 +132,8 @@ def test_a_million_lines_stream_in_little_memory(tmp_path) -> None:  # noqa: ANN
 
 # -- --files-from end to end ------------------------------------------------------------------------
 
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-import pytest  # noqa: E402
-from acfd.scanner.cli import main  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
 
-from tests import scan_helpers as H  # noqa: E402
-from tests.url_helpers import Route, Site  # noqa: E402
 
 
 @pytest.fixture(scope="module")
