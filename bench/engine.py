@@ -1,6 +1,7 @@
 """Crops/s of the inference backends at the model's real input size, plus ONNX Runtime experiments.
 
     .venv/bin/python bench/engine.py [--run RUN] [--seconds 3] [--batches 1 8 32] [--quick]
+                                     [--only all|backends|precision]
 
 Measures, on this machine's CPU:
 * crops/s per backend and batch size: the raw ONNX Runtime session (``InferenceSession.run``), our
@@ -8,7 +9,17 @@ Measures, on this machine's CPU:
 * a fair ratio of our ORT backend to the raw session: both in one process, interleaved rounds;
 * experiments at one batch size: ORT graph optimisation levels, intra-op thread counts, int8 dynamic
   quantisation (onnxruntime.quantization.quantize_dynamic) and the FP16 graph on the CPU, each with
-  its score drift against FP32 on real face crops (verdict flips at the model's threshold).
+  its score drift against FP32 on real face crops (verdict flips at the model's threshold);
+* precisions (issue 15; ``--only precision`` runs just this part, ``--only backends`` leaves it out;
+  torch's OpenMP threads wait passively, like the ORT sessions): the CPU's features; FP32 vs int8
+  (``acfd.engine.quantize.export_int8``: static QDQ, per-channel int8 weights, uint8 activations,
+  calibrated on real face photos) crops/s at 299 px, batch 8, interleaved rounds in one process;
+  the fidelity of int8 vs FP32 with the trained starter model (its FP32 conversion; calibrated on
+  ../shared/data/faces/images, measured on face crops of ../shared/data/faces/videos): score rank
+  correlation, verdict flips at its threshold, attention maps, next to the model's own noise floor
+  (FP32 on the same crops +-1 grey level) and the FP16 graph; the starter's FP16 graph vs its FP32
+  conversion on the CPU (what ``--precision auto`` runs); bf16 (torch with oneDNN) vs FP32 with the
+  same checks where the CPU has AVX-512 BF16 or AMX-BF16, else skipped with the reason.
 
 Without ``--run`` the model is a randomly initialised paper-preset LQ branch (speed does not depend on
 the weights) whose last batch norm is scaled so embeddings have trained-like norms around the 9.05
@@ -36,6 +47,8 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 # The shared data folder sits beside the repository (see README); --faces points elsewhere.
 FACE_DIRS = [Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "images"]
+FACE_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "videos"
+STARTER = Path(__file__).resolve().parents[1] / "scanner" / "models" / "starter.onnx"
 
 
 def rate(
@@ -114,6 +127,290 @@ def drift(score: np.ndarray, ref: np.ndarray, threshold: float) -> dict[str, flo
         "n": a.n,
     }
 
+# -- precisions (issue 15) -------------------------------------------------------------------------
+def interleaved(fns: dict[str, Callable[[], object]], n: int, rounds: int, seconds: float) -> dict[str, list[float]]:
+    """crops/s of each fn (one call = n crops) in interleaved rounds: the load of a shared machine
+    changes by the minute, so ratios are taken round by round."""
+    per: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            per[name].append(rate(fn, n, seconds, 1, warmup=r == 0)["crops_per_s"])
+    return per
+
+
+def ratio(per: dict[str, list[float]], a: str, b: str) -> float:
+    """Median over rounds of rate(a) / rate(b)."""
+    return statistics.median(x / y for x, y in zip(per[a], per[b], strict=True))
+
+
+def with_precision(model: object, precision: str, note: str) -> object:
+    """``model`` (an onnx ModelProto) with its acfd metadata saying ``precision``."""
+    from dataclasses import replace
+
+    import onnx
+    from acfd.engine.backends import meta_from_props
+    from acfd.schemas.artifact import META_KEY
+
+    meta = meta_from_props({p.key: p.value for p in model.metadata_props}, Path("model"))
+    meta = replace(meta, precision=precision, extra={**meta.extra, "converted": note})
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {META_KEY: meta.to_json()})
+    return model
+
+
+def starter_as_torch(model32: object, meta: object) -> object:
+    """The starter's LQ branch as a torch module, rebuilt from its (BN-folded) ONNX weights: the export
+    names each convolution's weight after its module (``branch.<path>.weight``) and folds the following
+    batch norm into ``<...>.weight_bias``; that batch norm becomes an identity plus that bias here."""
+    import torch
+    from acfd.train.config import resolve_config
+    from acfd.train.model import build_model
+    from onnx import numpy_helper
+    from torch import nn
+
+    init = {t.name: numpy_helper.to_array(t) for t in model32.graph.initializer}  # type: ignore[attr-defined]
+    cfg = resolve_config(meta.preset, image_size=meta.input_size)  # type: ignore[attr-defined]
+    branch = build_model(cfg).lq_branch().eval()
+    mods = dict(branch.named_modules())
+    order: list[str] = []
+    hooks = [m.register_forward_hook(lambda *_, name=name: order.append(name)) for name, m in mods.items()
+             if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]  # fmt: skip
+    with torch.no_grad():
+        branch(torch.zeros(1, 3, meta.input_size, meta.input_size))  # type: ignore[attr-defined]
+    for h in hooks:
+        h.remove()
+    with torch.no_grad():
+        for m in mods.values():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)  # sqrt(var + eps) = 1: the identity
+        for i, name in enumerate(order):
+            m = mods[name]
+            if not isinstance(m, nn.Conv2d):
+                continue
+            m.weight.copy_(torch.from_numpy(init[f"branch.{name}.weight"]))
+            if m.bias is not None:
+                m.bias.copy_(torch.from_numpy(init[f"branch.{name}.bias"]))
+            folded = init.get(f"branch.{name}.weight_bias")
+            if folded is not None:
+                bn = mods[order[i + 1]]
+                assert isinstance(bn, nn.BatchNorm2d), f"{name}: folded bias but no batch norm after it"
+                bn.bias.copy_(torch.from_numpy(folded))
+    return branch
+
+
+def video_face_crops(folder: Path, size: int, margin: float, frames: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """(real face crops, their self-blended forgeries, where from) from the videos in ``folder``: every face
+    of ``frames`` frames per video cut the scanner's way, and the same face self-blended (acfd-train
+    synth's forgery: the face region recoloured, warped and blended back) and cut with the same box. The
+    starter model scores nearly every real face at about 0.08 and self-blends far higher, so the blends
+    put crops on both sides of its threshold: verdict flips then mean something."""
+    from acfd.scanner.faces import FaceDetector, crop, crop_box
+    from acfd.train.people import sample_frames
+    from acfd.train.synth import sample_blend, self_blend
+
+    rng = np.random.default_rng(seed)
+    real, fake, videos = [], [], 0
+    with FaceDetector() as det:
+        for f in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".mp4", ".mkv", ".mov", ".avi", ".webm")):
+            videos += 1
+            p = sample_blend(rng)  # one forgery recipe per video, as synth makes them
+            for frame in sample_frames(f, frames):
+                for face in det.detect(frame):
+                    box = crop_box(face, margin)
+                    real.append(crop(frame, box, size))
+                    fake.append(crop(self_blend(frame, face, p)[0], box, size))
+    return np.stack(real), np.stack(fake), f"{len(real)} face crops of {frames} frames of each of {videos} videos in {folder.name}"
+
+
+def precision_section(args: argparse.Namespace, work: Path) -> dict:
+    """int8 and bf16 against FP32: speed at 299 px and fidelity with the trained starter model."""
+    import copy
+
+    import onnx
+    import torch
+    from acfd.engine import runtime
+    from acfd.engine.backends import read_onnx_meta
+    from acfd.engine.cpu import detect
+    from acfd.engine.export import CropScorer, export_onnx
+    from acfd.engine.quantize import export_int8, fidelity, float32_model
+    from acfd.train.calibrate import calibration_crops
+
+    cpu = detect()
+    t_threads = args.precision_threads
+    torch.set_num_threads(t_threads)
+    out: dict = {"cpu": cpu.to_dict(), "threads": t_threads, "batch": args.exp_batch}
+    print(f"\nCPU {cpu.describe()}", flush=True)
+    n = args.exp_batch
+
+    # 1. speed, 299 px (random-init paper preset: speed does not depend on the weights)
+    faces, source = face_crops(299, args.int8_crops, args.faces)
+    branch, meta = paper_branch(faces[:8])
+    p32 = export_onnx(branch, meta, work / "paper299.onnx")
+    q = export_int8(p32, work / "paper299.int8.onnx", faces, source=f"{len(faces)} crops of {source}")
+    print(f"  {q.summary()}", flush=True)
+    all8 = work / "all" / "paper299.int8.onnx"
+    qa = export_int8(p32, all8, faces, source=f"{len(faces)} crops of {source}", float_head=0, float_tail=0)
+    b32 = runtime.load(p32, device="cpu", precision="fp32", threads=t_threads)
+    b8 = runtime.load(p32, device="cpu", precision="int8", threads=t_threads)
+    ba = runtime.load(all8, device="cpu", precision="int8", threads=t_threads)
+    x = np.ascontiguousarray(faces[np.arange(n) % len(faces)])
+    fns: dict[str, Callable[[], object]] = {"ort fp32": lambda: b32.infer(x), "ort int8": lambda: b8.infer(x),
+                                            "ort int8, every conv": lambda: ba.infer(x)}  # fmt: skip
+    scorer32 = CropScorer(branch, meta).eval()
+    skip_bf16 = "" if cpu.fast_bf16 else f"skipped: this CPU has {cpu.bf16_reason()}"
+    if not skip_bf16:
+        scorer16 = CropScorer(copy.deepcopy(branch), meta, torch.bfloat16).eval().to(memory_format=torch.channels_last)
+        xt = torch.from_numpy(x)
+
+        def run_torch(sc: torch.nn.Module) -> None:
+            with torch.inference_mode():
+                sc(xt)
+
+        fns["torch fp32"] = lambda: run_torch(scorer32)
+        fns["torch bf16 (oneDNN)"] = lambda: run_torch(scorer16)
+    per = interleaved(fns, n, args.rounds, args.seconds / 2)
+    speed = {"input_size": 299, "rounds": per, "crops_per_s": {k: statistics.median(v) for k, v in per.items()},
+             "int8_over_fp32": ratio(per, "ort int8", "ort fp32"), "int8_check_random_weights": q.check.to_dict(),
+             "int8_every_conv_over_fp32": ratio(per, "ort int8, every conv", "ort fp32"),
+             "int8_every_conv_check_random_weights": qa.check.to_dict()}  # fmt: skip
+    if not skip_bf16:
+        speed["bf16_over_torch_fp32"] = ratio(per, "torch bf16 (oneDNN)", "torch fp32")
+        speed["bf16_over_ort_fp32"] = ratio(per, "torch bf16 (oneDNN)", "ort fp32")
+    out["speed_299"] = speed
+    for k, v in speed["crops_per_s"].items():
+        print(f"  {k:<22} {v:7.2f} crops/s", flush=True)
+    print(f"  int8 / fp32 (ORT, interleaved, batch {n}, {args.rounds} rounds): {speed['int8_over_fp32']:.2f}x", flush=True)
+
+    # 2. fidelity with the trained starter model: its FP32 conversion vs int8, calibrated on photos,
+    # measured on video frames (other media, the scanner's usual input)
+    if not STARTER.is_file() or not FACE_VIDEOS.is_dir() or not FACE_DIRS[0].is_dir():
+        out["starter"] = {"skipped": "starter model or ../shared/data/faces missing"}
+        return out
+    smeta = read_onnx_meta(STARTER)
+    s32 = work / "starter32.onnx"
+    onnx.save(with_precision(float32_model(onnx.load(str(STARTER))), "fp32", "starter.onnx FP16 -> FP32"), str(s32))
+    cal = calibration_crops(FACE_DIRS[0], smeta.input_size, smeta.crop_margin, limit=256)
+    real, blends, held = video_face_crops(FACE_VIDEOS, smeta.input_size, smeta.crop_margin)
+    sq = export_int8(s32, work / "starter32.int8.onnx", cal.crops, source=cal.describe())
+    print(f"  starter: {sq.summary()}", flush=True)
+    crops = np.concatenate([real, blends])
+    sets = {"real": slice(0, len(real)), "self-blends": slice(len(real), len(crops)), "both": slice(0, len(crops))}
+    with (runtime.load(s32, device="cpu", precision="fp32", threads=t_threads) as f32,
+          runtime.load(s32, device="cpu", precision="int8", threads=t_threads) as i8,
+          runtime.load(STARTER, device="cpu", precision="artifact", threads=t_threads) as f16):  # fmt: skip
+        r32, r8, r16 = f32.infer(crops), i8.infer(crops), f16.infer(crops)
+        noisy = np.clip(crops.astype(np.int16) + np.random.default_rng(0).integers(-1, 2, crops.shape), 0, 255)
+        rn = f32.infer(noisy.astype(np.uint8))
+        xs = np.ascontiguousarray(crops[:n])
+        sfns: dict[str, Callable[[], object]] = {
+            "ort fp16 graph": lambda: f16.infer(xs), "ort fp32 (converted)": lambda: f32.infer(xs),
+            "ort int8": lambda: i8.infer(xs),
+        }  # fmt: skip
+        thr = smeta.threshold
+
+        def compare(name: str, a: object, b: object) -> None:
+            for k, sl in sets.items():
+                fid[f"{name}, {k}"] = fidelity(a.score[sl], b.score[sl], thr, a.attention[sl], b.attention[sl])  # type: ignore[attr-defined]
+
+        fid: dict = {}
+        compare("int8 vs fp32", r8, r32)
+        compare("fp16 vs fp32", r16, r32)
+        compare("fp32 +-1 grey level", rn, r32)
+        bf16_note = skip_bf16
+        if not skip_bf16:
+            tb = starter_as_torch(onnx.load(str(s32)), smeta)
+            t32 = CropScorer(tb, smeta).eval()
+            t16 = CropScorer(copy.deepcopy(tb), smeta, torch.bfloat16).eval().to(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                o32 = [t.float().numpy() for t in t32(torch.from_numpy(crops))]
+                o16 = [t.float().numpy() for t in t16(torch.from_numpy(crops))]
+            rebuilt = float(np.max(np.abs(o32[0] - r32.score) / np.abs(r32.score)))
+            bf16_note = f"torch rebuilt from the ONNX weights: max rel diff vs ORT FP32 {rebuilt:.1e}"
+
+            class Out:
+                def __init__(self, o: list[np.ndarray]) -> None:
+                    self.score, self.attention = o[0], o[1]
+
+            compare("bf16 vs fp32 (torch)", Out(o16), Out(o32))
+            xt16 = torch.from_numpy(xs)
+
+            def run_t(sc: torch.nn.Module) -> None:
+                with torch.inference_mode():
+                    sc(xt16)
+
+            sfns["torch fp32"] = lambda: run_t(t32)
+            sfns["torch bf16 (oneDNN)"] = lambda: run_t(t16)
+        sper = interleaved(sfns, n, args.rounds, args.seconds / 2)
+    out["starter"] = {
+        "model": str(STARTER), "input_size": smeta.input_size, "threshold": thr,
+        "calibration": cal.describe(), "held_out": held, "export_check": sq.check.to_dict(),
+        "fidelity": {k: v.to_dict() for k, v in fid.items()}, "bf16": bf16_note or "measured",
+        "fp32_scores": {k: {"p5": float(np.percentile(r32.score[sl], 5)), "median": float(np.median(r32.score[sl])),
+                            "p95": float(np.percentile(r32.score[sl], 95)), "above_threshold": int(np.sum(r32.score[sl] > thr)),
+                            "n": int(r32.score[sl].shape[0])} for k, sl in sets.items()},
+        "speed_rounds": sper, "crops_per_s": {k: statistics.median(v) for k, v in sper.items()},
+        "fp32_over_fp16_graph": ratio(sper, "ort fp32 (converted)", "ort fp16 graph"),
+        "int8_over_fp32": ratio(sper, "ort int8", "ort fp32 (converted)"),
+    }  # fmt: skip
+    for k, v in fid.items():
+        print(f"  starter {k}: {v.line()}", flush=True)
+    if skip_bf16:
+        print(f"  bf16 {skip_bf16}", flush=True)
+    return out
+
+
+def paper_branch(crops: np.ndarray) -> tuple[object, object]:
+    """A random-init paper-preset LQ branch with its last batch norm scaled to trained-like norms (~12)."""
+    import torch
+    from acfd.engine.export import torch_reference
+    from acfd.train.config import resolve_config
+    from acfd.train.model import artifact_meta, build_model
+
+    torch.manual_seed(0)
+    cfg = resolve_config("paper")
+    branch = build_model(cfg).lq_branch().eval()
+    meta = artifact_meta(cfg)
+    score, _ = torch_reference(branch, meta, crops)
+    k = 12.0 / float(np.median(score))
+    with torch.no_grad():
+        branch.tail.bn4.weight.mul_(k)
+        branch.tail.bn4.bias.mul_(k)
+    return branch, meta
+
+
+def print_precision(p: dict) -> None:
+    sp = p["speed_299"]
+    print(f"\nprecisions on {p['cpu']['model']} ({' '.join(p['cpu']['flags']) or 'no listed flags'}; {p['threads']} "
+          f"threads, batch {p['batch']}, interleaved rounds)")  # fmt: skip
+    print(f"{'299 px, random-init paper preset':<40}{'crops/s':>9}")
+    for k, v in sp["crops_per_s"].items():
+        print(f"{k:<40}{v:>9.2f}")
+    print(f"int8 / fp32 (ORT): {sp['int8_over_fp32']:.2f}x (every conv int8: {sp['int8_every_conv_over_fp32']:.2f}x)" + (
+        f"; bf16 / torch fp32: {sp['bf16_over_torch_fp32']:.2f}x; bf16 / ORT fp32: {sp['bf16_over_ort_fp32']:.2f}x"
+        if "bf16_over_torch_fp32" in sp else ""))  # fmt: skip
+    st = p.get("starter", {})
+    if "skipped" in st:
+        print(f"starter fidelity: {st['skipped']}")
+        return
+    print(f"\nstarter model ({st['input_size']} px, threshold {st['threshold']:.3f}): calibrated on {st['calibration']}; "
+          f"measured on {st['held_out']} and their self-blends")  # fmt: skip
+    for k, v in st["fp32_scores"].items():
+        print(f"  FP32 scores, {k}: p5 {v['p5']:.3f}, median {v['median']:.3f}, p95 {v['p95']:.3f}; "
+              f"{v['above_threshold']}/{v['n']} above the threshold")  # fmt: skip
+    print(f"{'':<36}{'rank corr':>10}{'flips':>9}{'med err':>9}{'att mad':>9}{'att corr':>9}  tolerance")
+    for k, f in st["fidelity"].items():
+        print(f"{k:<36}{f['spearman']:>10.4f}{f['flips']:>5}/{f['n']:<3}{100 * f['score_median_rel']:>8.2f}%"
+              f"{f['attention_mad']:>9.4f}{f['attention_corr']:>9.4f}  {'within' if f['within_tolerance'] else 'OUTSIDE'}")  # fmt: skip
+    print(f"{'starter, ' + str(st['input_size']) + ' px':<40}{'crops/s':>9}")
+    for k, v in st["crops_per_s"].items():
+        print(f"{k:<40}{v:>9.2f}")
+    print(f"fp32 (converted) / fp16 graph: {st['fp32_over_fp16_graph']:.2f}x; int8 / fp32: {st['int8_over_fp32']:.2f}x; "
+          f"bf16: {st['bf16']}")  # fmt: skip
+
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,9 +421,18 @@ def main() -> int:
     ap.add_argument("--exp-batch", type=int, default=8, help="batch size of the experiments")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the raw-vs-ours comparison")
     ap.add_argument("--quick", action="store_true", help="short run: batches 1 8, 1.5 s, 3 rounds")
+    ap.add_argument("--only", choices=["all", "backends", "precision"], default="all",
+                    help="backends: the backends and ORT experiments; precision: int8/bf16 vs FP32 (issue 15)")
+    ap.add_argument("--precision-threads", type=int, default=2, help="threads of the precision part (issue 15: 2)")
+    ap.add_argument("--int8-crops", type=int, default=48, help="face crops calibrating the 299 px int8 model")
     args = ap.parse_args()
     if args.quick:
         args.batches, args.seconds, args.rounds = [1, 8], 1.5, 3
+    # torch's OpenMP threads spin-wait by default; on a shared machine that collapses its rate (as ORT's
+    # spinning did, docs/engines.md "Speed"): wait passively, like the ORT sessions here
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.only == "precision":
+        return precision_main(args)
 
     import onnxruntime as ort
     import torch
@@ -251,8 +557,10 @@ def main() -> int:
         "backends": rows,
         "ours_vs_raw": key,
         "experiments": experiments,
-        "seconds_total": time.time() - t0,
     }
+    if args.only == "all":
+        result["precision"] = precision_section(args, work)
+    result["seconds_total"] = time.time() - t0
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(result, indent=2))
@@ -276,7 +584,30 @@ def main() -> int:
         d = e["drift_vs_torch_fp32"]
         print(f"{e['name']:<28}{e['crops_per_s']:>9.2f}{e['vs_default']:>11.2f}x"
               f"{d['score_max_rel']:>15.1e}{d['verdict_flips']:>4}/{d['n']}")  # fmt: skip
+    if "precision" in result:
+        print_precision(result["precision"])
     print(f"\nwrote {out}")
+    return 0
+
+
+def precision_main(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+    import torch
+
+    t0, load_avg = time.time(), os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="acfd-bench-"))
+    p = precision_section(args, work)
+    result = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "onnxruntime": ort.__version__,
+                    "torch": torch.__version__, "load_avg_at_start": load_avg, "load_avg_at_end": os.getloadavg()},
+        "precision": p, "seconds_total": time.time() - t0,
+    }  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"engine-precision-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print_precision(p)
+    print(f"\nload average {load_avg[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end; wrote {out}")
     return 0
 
 

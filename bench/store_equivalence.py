@@ -88,7 +88,8 @@ def compare(before: dict[str, dict], after: dict[str, dict], tol: float) -> tupl
             diffs.append(f"verdicts: {len(a['verdicts'])} != {len(b['verdicts'])}")
         else:
             for va, vb in zip(a["verdicts"], b["verdicts"], strict=True):
-                worst = max(worst, abs(va[-1] - vb[-1]))
+                if va[-1] is not None and vb[-1] is not None:  # a no-face video's verdict has no score
+                    worst = max(worst, abs(va[-1] - vb[-1]))
                 for i, name in enumerate(VERDICT_COLS):
                     if not _close(va[i], vb[i], tol if name == "score" else 0.0):
                         diffs.append(f"verdict {va[0]}.{name}: {va[i]!r} != {vb[i]!r}")

@@ -31,6 +31,9 @@ from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta
 from acfd.schemas.errors import AcfdError
 
 from . import registry
+from .cpu import CpuFeatures
+from .cpu import detect as detect_cpu
+from .precision import check_precision, choose_onnx, choose_torch
 from .signature import ATTENTION_NAME, EMBEDDING_NAME, INPUT_NAME, SCORE_NAME
 
 # (The graph's I/O names, defined in .signature, stay importable from here as before.)
@@ -87,6 +90,8 @@ class Backend(ABC):
     """
 
     name: ClassVar[str] = "backend"
+    # Whether the constructor takes ``precision=`` (acfd.engine.precision); runtime.load passes it only then.
+    takes_precision: ClassVar[bool] = False
 
     def __init__(self, path: Path, device: str = "auto", max_batch: int | None = None) -> None:
         self.path = Path(path)
@@ -97,6 +102,8 @@ class Backend(ABC):
         self.meta: ArtifactMeta = ArtifactMeta()
         self.model_id = ""
         self.has_embedding = False
+        # What runs and why (acfd.engine.precision.Choice), for backends that choose a precision.
+        self.choice: Any = None
         self._loaded = False
 
     # -- to implement ---------------------------------------------------------------------------
@@ -221,6 +228,83 @@ def _first_line(e: BaseException) -> str:
     return text[0][:300] if text else type(e).__name__
 
 
+def _parse_onnx(data: bytes, source: Path) -> Any:
+    """The ``ModelProto`` in ``data`` (the file ``source``), or a one-line ArtifactError."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, OSError, RuntimeError) as e:
+        raise ArtifactError(f"{source} is not a valid ONNX model ({_first_line(e)})") from e
+
+
+def _file_meta(path: Path) -> tuple[str, ArtifactMeta]:
+    """(model id, metadata) of another .onnx file: a sibling the precision choice looks at."""
+    data = Path(path).read_bytes()
+    meta = _peek_meta(data)
+    if meta is None:
+        raise ArtifactError(f"{path} is not an .onnx file with acfd metadata")
+    return model_id_of(data), meta
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def onnx_props(data: bytes | memoryview) -> dict[str, str]:
+    """``metadata_props`` of a serialised ONNX ``ModelProto``, read from the protobuf wire format's top
+    level (field 14, entries of key = 1 and value = 2); every other field is skipped by its length, so
+    this costs microseconds and no import. ValueError when the bytes are not such a message."""
+    buf, i, props = memoryview(data), 0, {}
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(buf, i)
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            if i + n > len(buf):
+                raise ValueError("field runs past the end")
+            if field == 14:
+                entry, j, kv = buf[i : i + n], 0, {}
+                while j < len(entry):
+                    k, j = _varint(entry, j)
+                    if k & 7 != 2:
+                        raise ValueError("odd metadata entry")
+                    m, j = _varint(entry, j)
+                    kv[k >> 3] = bytes(entry[j : j + m]).decode("utf-8")
+                    j += m
+                props[kv.get(1, "")] = kv.get(2, "")
+            i += n
+        else:
+            raise ValueError(f"wire type {wire}")
+        if i > len(buf):
+            raise ValueError("field runs past the end")
+    return props
+
+
+def _peek_meta(data: bytes) -> ArtifactMeta | None:
+    """The acfd metadata of serialised ONNX bytes, or None when they do not read as such (the caller
+    then lets ONNX Runtime say what is wrong)."""
+    try:
+        props = onnx_props(data)
+        return ArtifactMeta.from_json(props[META_KEY]) if META_KEY in props else None
+    except (ValueError, UnicodeDecodeError, ArtifactError):
+        return None
+
+
 def default_threads() -> int:
     """CPU cores this process may use (respects affinity masks and container CPU sets)."""
     try:
@@ -236,10 +320,14 @@ class OrtBackend(Backend):
     the alternatives). ``optimization``: "all" (default), "extended", "basic" or "disable".
     ``spinning``: let idle ORT threads spin-wait. Off by default: the scanner decodes and detects faces
     on the same cores, and on a shared 2-core machine bench/engine.py measured 1.1x more crops/s
-    without spinning.
+    without spinning. ``precision``: "auto", "fp32", "int8" or "bf16" (refused here), decided by
+    :func:`acfd.engine.precision.choose_onnx` against ``cpu`` (default: this machine's,
+    :func:`acfd.engine.cpu.detect`); the file that runs may be the int8 sibling or the float source of
+    ``path``, and ``model_id``/``meta`` are then that file's.
     """
 
     name = "onnxruntime"
+    takes_precision = True
 
     def __init__(
         self,
@@ -249,11 +337,15 @@ class OrtBackend(Backend):
         threads: int | None = None,
         optimization: str = "all",
         spinning: bool = False,
+        precision: str = "auto",
+        cpu: CpuFeatures | None = None,
     ) -> None:
         super().__init__(path, device, max_batch)
         self.threads = threads
         self.optimization = optimization
         self.spinning = spinning
+        self.precision = check_precision(precision)
+        self.cpu = cpu
         self._session: Any = None
         self._outputs: list[str] = []
 
@@ -263,6 +355,7 @@ class OrtBackend(Backend):
         if not self.path.is_file():
             raise ArtifactError(f"model file {self.path} does not exist")
         data = self.path.read_bytes()
+        model_id = model_id_of(data)
         levels = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -285,24 +378,49 @@ class OrtBackend(Backend):
             )
         use_cuda = self.device in ("auto", "cuda") and "CUDAExecutionProvider" in available
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-        try:
-            session = ort.InferenceSession(data, sess_options=opts, providers=providers)
-        except Exception as e:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
-            raise ArtifactError(f"{self.path} is not a valid ONNX model ({_first_line(e)})") from e
-        meta = meta_from_props(session.get_modelmeta().custom_metadata_map, self.path)
+
+        def session_of(model: bytes, source: Path) -> Any:
+            try:
+                return ort.InferenceSession(model, sess_options=opts, providers=providers)
+            except Exception as e:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
+                raise ArtifactError(f"{source} is not a valid ONNX model ({_first_line(e)})") from e
+
+        # Which file runs, at which precision, decided before any session is built: the metadata is read
+        # from the protobuf's top level without the onnx package (importing it costs over a second).
+        # A file that does not read that way gets its session first, so its error is ONNX Runtime's.
+        session, own = None, _peek_meta(data)
+        if own is None:
+            session = session_of(data, self.path)
+            own = meta_from_props(session.get_modelmeta().custom_metadata_map, self.path)
+        choice = choose_onnx(self.path, model_id, own, self.precision, use_cuda, self.cpu or detect_cpu(), _file_meta)
+        source = choice.path
+        if source != self.path:  # the int8 sibling, or the float source of an int8 artifact
+            data = source.read_bytes()
+            model_id = model_id_of(data)
+            session = None
+        if choice.upcast:  # an FP16 graph run as FP32 (asked for): converted with the onnx package
+            from .convert import float32_model
+
+            data = float32_model(_parse_onnx(data, source)).SerializeToString()
+            session = None
+        if session is None:
+            session = session_of(data, source)
+        meta = meta_from_props(session.get_modelmeta().custom_metadata_map, source)
         self._check_graph(session, meta)
         self._session = session
         self._outputs = [o.name for o in session.get_outputs()]
         self.has_embedding = EMBEDDING_NAME in self._outputs
         self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self._provider = session.get_providers()[0]
-        self._set_meta(meta, model_id_of(data))
+        self._set_meta(meta, model_id)
+        self.choice = choice
         self._loaded = True
         return self
 
     def device_name(self) -> str:
         where = gpu_name() if self.device == "cuda" else cpu_name()
-        return f"onnxruntime {getattr(self, '_provider', 'CPUExecutionProvider')} on {where}"
+        ran = f"; {self.choice.words()}" if self.choice is not None else ""
+        return f"onnxruntime {getattr(self, '_provider', 'CPUExecutionProvider')} on {where}{ran}"
 
     def _check_graph(self, session: Any, meta: ArtifactMeta) -> None:
         inputs = session.get_inputs()
@@ -353,9 +471,13 @@ class TorchRunFactory:
     """
 
     load_run: RunLoader
+    takes_precision: ClassVar[bool] = True
 
-    def __call__(self, path: Path, device: str = "auto", max_batch: int | None = None) -> TorchBackend:
-        return TorchBackend(path, device=device, max_batch=max_batch, loader=self.load_run)
+    def __call__(
+        self, path: Path, device: str = "auto", max_batch: int | None = None, precision: str = "auto",
+        cpu: CpuFeatures | None = None,
+    ) -> TorchBackend:
+        return TorchBackend(path, device=device, max_batch=max_batch, loader=self.load_run, precision=precision, cpu=cpu)
 
 
 def run_loader() -> RunLoader:
@@ -415,15 +537,21 @@ class TorchBackend(Backend):
     ``loader`` builds the network from the run (default: the one the training stack registered for
     the ``torch-run`` kind, see :func:`run_loader`). The crops go through the same
     :class:`acfd.engine.scorer.CropScorer` wrapper the ONNX export traces, so the preprocessing is
-    identical on every backend.
+    identical on every backend. ``precision``: "auto" (CPU fp32, CUDA fp16), "fp32", or "bf16" (the
+    branch cast to bfloat16, channels_last, run by oneDNN; only on a CPU with AVX-512 BF16 or AMX-BF16,
+    :func:`acfd.engine.precision.choose_torch`); "int8" is refused.
     """
 
     name = "torch"
+    takes_precision = True
 
     def __init__(
-        self, path: Path, device: str = "auto", max_batch: int | None = None, loader: RunLoader | None = None
+        self, path: Path, device: str = "auto", max_batch: int | None = None, loader: RunLoader | None = None,
+        precision: str = "auto", cpu: CpuFeatures | None = None,
     ) -> None:
         super().__init__(path, device, max_batch)
+        self.precision = check_precision(precision)
+        self.cpu = cpu
         self._loader = loader
         self._scorer: Any = None
         self._torch: Any = None
@@ -437,25 +565,33 @@ class TorchBackend(Backend):
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ArtifactError("device 'cuda' asked for, but torch sees no CUDA GPU")
         use_cuda = self.device in ("auto", "cuda") and torch.cuda.is_available()
+        choice = choose_torch(self.precision, use_cuda, self.cpu or detect_cpu(), self.path)
         branch, meta = load_branch(source, self._loader)
         h = hashlib.sha256()
         for f in files:
             h.update(f.read_bytes())
-        dtype = torch.float16 if use_cuda else torch.float32
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(choice.precision, torch.float32)
         scorer = CropScorer(branch, meta, compute_dtype=dtype).eval()
         if use_cuda:
             # NHWC memory layout: the uint8 crops arrive NHWC, and cuDNN's fp16 tensor-core kernels want it.
             scorer = scorer.to("cuda").to(memory_format=torch.channels_last)
+        elif choice.precision == "bf16":
+            scorer = scorer.to(memory_format=torch.channels_last)  # oneDNN's bf16 convolutions want NHWC too
         self._torch = torch
         self._scorer = scorer
         self.device = "cuda" if use_cuda else "cpu"
         extra = dict(meta.extra)
         if meta.model_id:  # artifact_meta's id is the weights' sha256; ours hashes config + weights
             extra["weights_sha256"] = meta.model_id
-        meta = replace(meta, precision="fp16" if use_cuda else "fp32", extra=extra)
+        meta = replace(meta, precision=choice.precision, extra=extra)
         self._set_meta(meta, h.hexdigest()[:16])
+        self.choice = choice
         self._loaded = True
         return self
+
+    def device_name(self) -> str:
+        ran = f"; {self.choice.words()}" if self.choice is not None else ""
+        return f"{super().device_name()}{ran}"
 
     def _run(self, crops: np.ndarray) -> Prediction:
         torch = self._torch

@@ -13,6 +13,10 @@ and builds that kind's backend:
 Every backend takes uint8 RGB crops [N,S,S,3] (S from ``backend.meta.input_size``) and returns a
 :class:`Prediction` (score [N], attention [N,h,w] or None). A missing, garbage, truncated or wrong-kind
 file raises :class:`~acfd.schemas.artifact.ArtifactError` with a one-line reason.
+
+``precision`` ("auto", "fp32", "int8", "bf16"; :mod:`acfd.engine.precision`) is handed to the backends
+that choose one (ONNX Runtime, torch); a TensorRT plan runs at the precision it was built with and
+refuses any other; other kinds take only "auto".
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from acfd.schemas.artifact import ArtifactError
 
 from . import registry
 from .backends import Backend, InputError, Prediction, check_device
+from .precision import ARTIFACT, PrecisionError, check_plan, check_precision
 
 __all__ = ["Backend", "InputError", "Prediction", "kind_of", "load"]
 
@@ -36,17 +41,33 @@ def kind_of(path: str | Path) -> str:
     return registry.match(Path(path)).name
 
 
-def load(path: str | Path, device: str = "auto", max_batch: int | None = None, **options: Any) -> Backend:
+def load(
+    path: str | Path, device: str = "auto", max_batch: int | None = None, precision: str = "auto", **options: Any
+) -> Backend:
     """Load a model artifact for inference on ``device`` ("auto", "cpu" or "cuda").
 
     ``max_batch`` caps the crops per model call (``infer`` splits larger batches); TensorRT plans
-    are also capped by their optimisation profile. ``options`` go to the kind's backend (e.g.
-    ``threads=`` for ONNX Runtime).
+    are also capped by their optimisation profile. ``precision``: see the module docstring; what ran
+    and why is ``backend.choice`` and the end of ``backend.device_name()``. ``options`` go to the
+    kind's backend (e.g. ``threads=`` for ONNX Runtime).
     """
     check_device(device)
+    check_precision(precision)
     path = Path(path)
     kind = registry.match(path)
-    backend = registry.factory(kind.name, path)(path, device=device, max_batch=max_batch, **options)
+    factory = registry.factory(kind.name, path)
+    if getattr(factory, "takes_precision", False):
+        options["precision"] = precision
+    elif precision not in ("auto", ARTIFACT):
+        if kind.name != registry.TENSORRT:
+            raise PrecisionError(
+                f"{path} is {kind.describes}: it runs at its own precision; --precision {precision} applies to "
+                ".onnx files and training runs"
+            )
+        from .tensorrt import read_plan
+
+        check_plan(path, read_plan(path)[0].artifact_meta.precision, precision)
+    backend = factory(path, device=device, max_batch=max_batch, **options)
     if not isinstance(backend, Backend):
         raise ArtifactError(f"the {kind.name!r} model kind built {type(backend).__name__}, not an acfd Backend")
     return backend.load()

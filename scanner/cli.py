@@ -33,6 +33,7 @@ from acfd.schemas.card import (
 from acfd.schemas.cli import AcfdGroup
 from acfd.schemas.errors import AcfdError, OutputClosed, Terminated
 
+from . import timeline
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES
 from .config import DECODERS, DEFAULTS, DETECTORS, DEVICES
 from .text import printable
@@ -68,6 +69,16 @@ def describe_failure(e: BaseException) -> str:
     return f"unexpected {type(e).__name__}: {first} (run with {DEBUG_FLAG} for the traceback)"
 
 
+# Subcommands defined by other modules (each module's COMMANDS), by name. A module is imported when one
+# of its commands is named (or all are listed, by --help): a scan then imports neither the watcher nor
+# the report, and none of the store's SQLAlchemy models before its decode workers start.
+# tests/test_startup.py checks this table against the modules.
+LAZY_COMMANDS: dict[str, str] = {
+    "query": "cli_report", "schema": "cli_report", "report": "cli_report",
+    "validate": "cli_validate", "watch": "cli_watch",
+}
+
+
 class ScanGroup(AcfdGroup):
     """A group whose default command is ``scan``, with the documented exit statuses.
 
@@ -82,9 +93,21 @@ class ScanGroup(AcfdGroup):
         end = args.index("--") if "--" in args else len(args)
         # main() has read it already (it decides before any context exists); the commands never see it
         args = [a for i, a in enumerate(args) if not (i < end and a == DEBUG_FLAG)]
-        if args and args[0] not in self.commands and args[0] not in _GROUP_OPTIONS:
+        if args and args[0] not in self.commands and args[0] not in LAZY_COMMANDS and args[0] not in _GROUP_OPTIONS:
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = LAZY_COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            import importlib
+
+            for cmd in importlib.import_module(f"{__package__}.{module}").COMMANDS:
+                self.add_command(cmd)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY_COMMANDS})
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -259,6 +282,9 @@ def validation_line(state: str) -> str:
 @click.option("--db", default="acfd.sqlite", show_default=True,
               help="Verdict store: an SQLite file or any SQLAlchemy URL.")
 @click.option("--device", type=click.Choice(list(DEVICES)), default=DEFAULTS.device, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "int8", "bf16"]), default="auto", show_default=True,
+              help="auto: the fastest the model and this CPU allow (int8 with VNNI/AMX where the model is int8 or "
+                   "has a NAME.int8.onnx sibling, else FP32); what ran is stored in scans.device_name.")
 @click.option("--fps", type=float, default=None, help="Frames sampled per second of video [default: 1].")
 @click.option("--frames", type=int, default=None, help="Sample N frames spread evenly over each video instead.")
 @click.option("--every-frame", is_flag=True, help="Take every frame (slow; for short clips and benchmarks).")
@@ -285,6 +311,11 @@ def validation_line(state: str) -> str:
 @click.option("--min-face-score", type=float, default=DEFAULTS.min_face_score, show_default=True)
 @click.option("--worker-memory", "worker_memory_mb", type=int, default=None,
               help="Address-space limit per decode worker in MB (a runaway decoder becomes an error row).")
+@click.option("--ray", "ray", is_flag=False, flag_value="auto", default=None, metavar="[auto|ADDRESS]",
+              help="Run on a Ray cluster (Ray Data): --ray alone or auto uses $RAY_ADDRESS, else a cluster "
+                   "running here, else starts a local Ray instance; or a cluster's HOST:PORT. Inputs must be on "
+                   "storage every node sees at the same path, and acfd installed on every node (docs/scanner.md, "
+                   "Ray).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool, **kw: Any) -> int:
     """Scan the videos at PATH... (files, folders, or http(s)/HLS, rtsp, rtmp, srt, udp URLs) and store the verdicts.
@@ -296,9 +327,9 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     interrupted scan resumes; --rescan forces. A URL's user:password@ is used, never stored or printed. Exit status: 0 nothing flagged, 1 something
     flagged, 2 errors, 3 both, 4 the scan could not run, 130 interrupted, 143 terminated.
     """
+    timeline.mark("scan_command")
     from .pipeline import SUMMARY_NAMES as SHOW
     from .pipeline import ScanConfig, Scanner
-    from .sinks import JsonlSink
 
     if every_frame:
         if kw["fps"] is not None or kw["frames"] is not None:
@@ -347,6 +378,8 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
         if r.status == "error" and len(errors) < SHOW:
             errors.append((r.candidate.display, r.error or ""))
 
+    from .sinks import JsonlSink  # the store's models: imported once the workers have started
+
     sinks = [] if jsonl is None else [lambda ctx: JsonlSink(jsonl, ctx)]
     try:
         s = scanner.run(progress, on_result, sinks)
@@ -369,7 +402,7 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
     click.echo(
         f"  {s.n_frames} frames, {s.n_faces} faces, {s.video_seconds:.1f} video-s in {_fmt_s(s.wall_s)} "
         f"({speed:.2f} video-s per s); stage time: decode {t.decode:.1f} s, detect {t.detect:.1f} s "
-        f"({_where(cfg.n_workers)}), infer {s.infer_busy_s:.1f} s, store {t.store:.1f} s", file=out,
+        f"({_where(cfg.n_workers, cfg.ray)}), infer {s.infer_busy_s:.1f} s, store {t.store:.1f} s", file=out,
     )
     # Names come from the file system: printable() keeps escape sequences and newlines inert.
     for line in flagged:
@@ -394,26 +427,19 @@ def scan_cmd(paths: tuple[str, ...], quiet: bool, jsonl: Any, every_frame: bool,
         click.echo(f"  {starter}", file=out)
     click.echo(f"  {model_line}", file=out)
     click.echo(f"  {validation_line(state)}", file=out)
-    click.echo(f"  database: {printable(cfg.db)}", file=out)
+    from acfd.schemas.db import safe_url  # a URL's password is never printed
+
+    click.echo(f"  database: {printable(safe_url(cfg.db))}", file=out)
+    timeline.mark("summary_printed")
     return s.exit_code
 
 
-def _where(n_workers: int) -> str:
+def _where(n_workers: int, ray: str | None = None) -> str:
+    if ray is not None:
+        return "on Ray"
     return "in the scanning process" if n_workers == 0 else f"in {n_workers} worker processes"
 
 
-# Subcommands by other modules register here (query, report, schema): main.add_command(...).
-from .cli_report import COMMANDS as _REPORT_COMMANDS  # noqa: E402
-
-for _cmd in _REPORT_COMMANDS:
-    main.add_command(_cmd)
-from .cli_validate import COMMANDS as _VALIDATE_COMMANDS  # noqa: E402
-
-for _cmd in _VALIDATE_COMMANDS:
-    main.add_command(_cmd)
-from .cli_watch import COMMANDS as _WATCH_COMMANDS  # noqa: E402
-
-for _cmd in _WATCH_COMMANDS:
-    main.add_command(_cmd)
+timeline.mark("cli_imported")
 
 __all__ = ["main", "scan_cmd", "AcfdError"]

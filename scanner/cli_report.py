@@ -21,7 +21,7 @@ DEFAULT_DB = "acfd.sqlite"
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Verdict store: an SQLite file or an SQLAlchemy URL.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Stop a query that runs longer than this many seconds (SQLite); 0: no limit. Ctrl-C also stops it.")
+              help="Stop a query that runs longer than this many seconds; 0: no limit. Ctrl-C also stops it.")
 def query_cmd(sql: str, db: str, fmt: str, timeout_s: float) -> None:
     """Run one read-only SQL statement on the verdict store and print the rows ('-' reads SQL from stdin).
 
@@ -48,7 +48,7 @@ def query_cmd(sql: str, db: str, fmt: str, timeout_s: float) -> None:
 @click.option("--upgrade", is_flag=True, help="Migrate an older store to this acfd's schema version first (writes).")
 def schema_cmd(db: str, from_models: bool, upgrade: bool) -> None:
     """Print the tables, views and columns of the verdict store (see docs/sql.md for their meaning)."""
-    from acfd.schemas.db import DB_SCHEMA_VERSION
+    from acfd.schemas.db import DB_SCHEMA_VERSION, safe_url
 
     from .query import format_schema, open_readonly, schema_from_db, schema_from_models
     from .query import upgrade as run_upgrade
@@ -61,7 +61,8 @@ def schema_cmd(db: str, from_models: bool, upgrade: bool) -> None:
         return
     if upgrade:
         before, after = run_upgrade(db)
-        msg = f"upgraded {db} from schema version {before} to {after}" if before != after else f"{db} is up to date"
+        shown = safe_url(db)  # never a URL's password
+        msg = f"upgraded {shown} from schema version {before} to {after}" if before != after else f"{shown} is up to date"
         click.echo(f"-- {printable(msg)}", err=True)
     ro = open_readonly(db)
     try:

@@ -145,7 +145,9 @@ def watch_cmd(sources: tuple[str, ...], jsonl: Any, quiet: bool, **kw: Any) -> i
         click.echo(f"  {starter}", err=True)
     click.echo(f"  {model_line}", err=True)
     click.echo(f"  {validation_line(state)}", err=True)
-    click.echo(f"  database: {printable(cfg.db)}", err=True)
+    from acfd.schemas.db import safe_url  # a URL's password is never printed
+
+    click.echo(f"  database: {printable(safe_url(cfg.db))}", err=True)
     if got:
         term = got[0] == signal.SIGTERM
         click.echo(f"{'Terminated' if term else 'Aborted'}: the open windows were committed.", err=True)

@@ -294,6 +294,150 @@ def _pyav_frame_times(path: str, info: VideoInfo | None = None, timeout_s: float
 
 
 def _frames_pyav(path: str, info: VideoInfo, sampling: Sampling, timeout_s: float | None = None) -> Iterator[Frame]:
+    """The sampled frames by PyAV: a local file through the fast path (:data:`FAST_SEEK`) where its packets
+    allow it, else (and from where the fast path gives up) by decoding every frame."""
+    last_t = float("-inf")
+    if FAST_SEEK and not is_url(path) and not sampling.every_frame and info.container in _INDEXED and info.duration_s:
+        plan = _packet_plan(path)
+        if plan is not None:
+            try:
+                for f in _frames_pyav_fast(path, info, sampling, plan):
+                    last_t = f.time_s
+                    yield f
+                return
+            except _NotFast:
+                pass  # decode every frame from the start; what was yielded is not yielded again
+    for f in _frames_pyav_plain(path, info, sampling, timeout_s):
+        if f.time_s > last_t:
+            yield f
+
+
+# PyAV's fast path for a local file (not every frame): a demux pass (no decoding) lists every packet's
+# time and keyframe flag; the frames the plain path would take are chosen from those times by the same
+# rules; then, for each, decoding jumps to the last keyframe before it when that keyframe lies ahead, skips
+# non-reference frames that are not taken (FFmpeg's skip_frame=NONREF: nothing refers to them), and stops
+# after the last one taken. Same frames, indices and pixels as decoding every frame (tests/test_decode.py);
+# a stream that does not behave (packets without times, discarded or corrupt ones, a frame taken that the
+# decoder does not give, a decoding error) goes back to decoding every frame. Off: every frame is decoded.
+FAST_SEEK = True
+# Containers whose index is read when they are opened (a playlist or a transport stream may still grow).
+_INDEXED = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi"})
+
+# Decoder threads. PyAV: 0 lets FFmpeg choose (as many as there are cores, frame and slice threads); decord:
+# one. The pixels do not depend on them; bench/decode.py measures others.
+PYAV_THREADS = 0
+DECORD_THREADS = 1
+
+
+class _NotFast(Exception):
+    """The fast path cannot vouch for its frames here: decode every frame instead."""
+
+
+@dataclass(frozen=True)
+class _PacketPlan:
+    pts: list[int]  # per packet in decode order
+    key: list[int]  # decode positions of the keyframes
+    time_base: Fraction
+
+
+def _packet_plan(path: str) -> _PacketPlan | None:
+    """Every packet's time and keyframe flag (one demux pass, no decoding); None when the stream's packets
+    do not allow the fast path."""
+    import av
+
+    pts: list[int] = []
+    key: list[int] = []
+    try:
+        with _open_av(path) as c:
+            s = c.streams.video[0]
+            tb = s.time_base or Fraction(1, 1)
+            for pkt in c.demux(s):
+                if pkt.size == 0:
+                    continue
+                if pkt.pts is None or pkt.is_discard or pkt.is_corrupt:
+                    return None
+                if pkt.is_keyframe:
+                    key.append(len(pts))
+                pts.append(int(pkt.pts))
+    except (DecodeError, av.error.FFmpegError, OSError):
+        return None  # the plain path says what is wrong
+    if not pts or not key or key[0] != 0 or len(set(pts)) != len(pts):
+        return None
+    return _PacketPlan(pts, key, tb)
+
+
+def _frames_pyav_fast(path: str, info: VideoInfo, sampling: Sampling, plan: _PacketPlan) -> Iterator[Frame]:
+    import av
+
+    num, den = plan.time_base.numerator, plan.time_base.denominator
+    order = sorted(plan.pts)  # presentation order: a frame's index is its rank in it
+    # a frame's time as the plain path computes it, float(pts * time_base): the same correctly rounded quotient
+    if sampling.frames is not None:
+        take = select_indices(np.asarray([p * num / den for p in order]), sampling)
+    else:
+        selector = _StreamSelector(sampling)
+        take = [i for i, p in enumerate(order) if selector.take(p * num / den)]
+    wanted = [order[i] for i in take]  # pts, ascending
+    index = dict(zip(wanted, take, strict=True))
+    where = {p: i for i, p in enumerate(plan.pts) if p in index}  # decode positions of the frames to take
+    key_at = {plan.pts[i]: i for i in plan.key}  # decode positions of the keyframes, by pts
+    with _open_av(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"  # as the plain path
+        cc = s.codec_context
+        if PYAV_THREADS:
+            cc.thread_count = PYAV_THREADS
+        packets: Iterator = iter(())
+        sent = 0  # decode position of the next packet to send
+        j = 0  # next frame to take (index into wanted)
+        try:
+            while j < len(wanted):
+                target = wanted[j]
+                # the last keyframe at or before the target in decode order and not after it in time (an
+                # open GOP's leading frames need the keyframe before theirs)
+                k = bisect.bisect_right(plan.key, where[target]) - 1
+                while k > 0 and plan.pts[plan.key[k]] > target:
+                    k -= 1
+                if plan.key[k] > sent or sent == 0:
+                    # nothing between here and that keyframe is needed: jump there (flushes the decoder)
+                    if sent or plan.key[k]:
+                        c.seek(plan.pts[plan.key[k]], stream=s, backward=True)
+                    packets = iter(c.demux(s))
+                    sent = -1  # where the demuxer landed: read from the first packet
+                pkt = next(packets, None)
+                if pkt is None:
+                    raise _NotFast()  # the file ended before the frames to take (a truncated tail)
+                if pkt.size == 0:
+                    frames = pkt.decode()  # the end: the decoder's last frames
+                else:
+                    if sent == -1:
+                        if key_at.get(pkt.pts, plan.key[k] + 1) > plan.key[k]:
+                            raise _NotFast()  # landed somewhere else than on a keyframe at or before it
+                        sent = key_at[pkt.pts]
+                    elif sent >= len(plan.pts) or plan.pts[sent] != pkt.pts:
+                        raise _NotFast()  # not the packets the plan read
+                    sent += 1
+                    cc.skip_frame = "DEFAULT" if pkt.pts in index else "NONREF"
+                    frames = pkt.decode()
+                for f in frames:
+                    if f.pts is None or f.is_corrupt:
+                        raise _NotFast()
+                    if f.pts < target:
+                        continue  # decoded only as a reference (or after a jump, a frame before the target)
+                    if f.pts > target:
+                        raise _NotFast()  # the frame to take did not come out (dropped by the decoder)
+                    yield Frame(index[target], target * num / den, _rotate(f.to_ndarray(format="rgb24"), info.rotation))
+                    j += 1
+                    target = wanted[j] if j < len(wanted) else None  # type: ignore[assignment]
+                    if target is None:
+                        break
+                if pkt.size == 0 and j < len(wanted):
+                    raise _NotFast()
+        except av.error.FFmpegError as e:
+            raise _NotFast() from e
+
+
+def _frames_pyav_plain(path: str, info: VideoInfo, sampling: Sampling, timeout_s: float | None = None) -> Iterator[Frame]:
     import av
 
     wanted: set[int] | None = None
@@ -307,6 +451,8 @@ def _frames_pyav(path: str, info: VideoInfo, sampling: Sampling, timeout_s: floa
     with _open_av(path, timeout_s) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
+        if PYAV_THREADS:
+            s.codec_context.thread_count = PYAV_THREADS
         tb = s.time_base or Fraction(1, 1)
         index = -1
         bad = 0
@@ -399,18 +545,24 @@ def _decord_reader(path: str, gpu: bool):  # noqa: ANN202 - decord.VideoReader
             return vr, "decord-gpu"
         except Exception:  # a CPU-only build (decord2 from PyPI) or no GPU: remember, use the CPU
             _DECORD_GPU_OK = False
-    return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1), "decord"
+    return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=DECORD_THREADS), "decord"
 
 
 def _frames_decord(vr, info: VideoInfo, sampling: Sampling, chunk: int = 8) -> Iterator[Frame]:  # noqa: ANN001
     n = len(vr)
     times = vr.get_frame_timestamp(np.arange(n))[:, 0] if n else np.zeros(0)
     idx = select_indices(times, sampling)
-    for i in range(0, len(idx), chunk):
-        part = idx[i : i + chunk]
+    i, size = 0, 1
+    while i < len(idx):
+        # batches of 1, 2, 4, ... up to ``chunk`` frames: the first frame comes out as soon as it is
+        # decoded (at 1 frame/s, 8 frames of a 1080p video took a second to decode before the first face
+        # could be looked for), later ones in fewer calls
+        part = idx[i : i + size]
         batch = vr.get_batch(part).asnumpy()
         for j, k in enumerate(part):
             yield Frame(int(k), float(times[k]), _decord_upright(batch[j], info))
+        i += len(part)
+        size = min(chunk, 2 * size)
 
 
 def _decord_upright(img: np.ndarray, info: VideoInfo) -> np.ndarray:
@@ -437,10 +589,12 @@ def decoder_available(name: str) -> bool:
 
 def open_frames(
     path: str, sampling: Sampling, decoder: str = "auto", gpu: bool = False, timeout_s: float | None = None,
+    stream: bool = False,
 ) -> tuple[VideoInfo, Iterator[Frame]]:
     """Facts and a frame iterator for ``path``. ``decoder``: "auto" (decord, else PyAV), "decord", "pyav".
 
-    ``path`` may be a URL: PyAV only, ``timeout_s`` for FFmpeg (see the module docstring).
+    ``path`` may be a URL: PyAV only, ``timeout_s`` for FFmpeg (see the module docstring). ``stream``: read
+    it as a live stream, in order as it comes (never through PyAV's fast path, which plans from an index).
     Raises :class:`DecodeError` with a one-line reason for files that are not decodable videos.
     """
     import dataclasses
@@ -463,7 +617,8 @@ def open_frames(
         else:
             info = dataclasses.replace(info, decoder=name)
             return info, _guard(_frames_decord(vr, info, sampling), name)
-    return info, _guard(_frames_pyav(path, info, sampling), "pyav")
+    frames = _frames_pyav_plain(path, info, sampling) if stream else _frames_pyav(path, info, sampling)
+    return info, _guard(frames, "pyav")
 
 
 def _guard(frames: Iterator[Frame], name: str, url: str | None = None) -> Iterator[Frame]:

@@ -163,5 +163,8 @@ def chip_pixels(chip: np.ndarray) -> np.ndarray:
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Euclidean distances [n, m] between the rows of ``a`` [n, d] and ``b`` [m, d]."""
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return np.sqrt(np.maximum(d2, 0.0))
+    # float64: in float32 the expansion loses the small distances to cancellation (a row's distance to
+    # itself came out as 1e-3 on one CPU's BLAS, where the thresholds are a few tenths)
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    d2 = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2.0 * (a64 @ b64.T)
+    return np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)

@@ -27,11 +27,12 @@ from typing import Any, Protocol
 import numpy as np
 from acfd.schemas.errors import AcfdError
 
+from . import timeline
 from .config import ScanError
 from .discover import Candidate
 from .executor import Executor, ExecutorSettings
 from .results import ScanEvent
-from .stages import FaceCrop, Model, Scores, VideoWork, finish_video, score_batch
+from .stages import FaceCrop, FrameFaces, Model, Scores, VideoWork, finish_video, score_batch
 from .worker import DecodePool, InProcessPool, WorkerConfig, WorkerMessage
 
 
@@ -89,6 +90,7 @@ class _Engine(threading.Thread):
                 self.out.put(e)
                 return
             dt = time.perf_counter() - t0
+            timeline.mark("first_batch")
             self.busy_s += dt
             self.batches += 1
             self.out.put((items, scores, dt))
@@ -99,17 +101,30 @@ _END = object()
 
 class LocalExecutor(Executor):
     """The stages on this machine (see the module docstring). ``pool_factory(n)`` replaces the decode
-    workers (tests); ``worker_target`` replaces the worker process's entry point (fault injection)."""
+    workers (tests); ``worker_target`` replaces the worker process's entry point (fault injection).
+    ``started``: decode workers started ahead (a scan starts them before it loads its model, so that their
+    start overlaps the load), taken by the first :meth:`run` and given its frames settings then."""
 
     def __init__(self, model: Model, settings: ExecutorSettings, pool_factory: Callable[[int], Pool] | None = None,
-                 worker_target: Any = None) -> None:
+                 worker_target: Any = None, started: DecodePool | None = None) -> None:
         self.model = model
         self.settings = settings
         self.pool_factory = pool_factory
         self.worker_target = worker_target
         self.infer_busy_s = 0.0
+        self._started = started
+
+    def close(self) -> None:
+        """Stop the workers started ahead if no run took them (a scan with nothing to decode)."""
+        started, self._started = self._started, None
+        if started is not None:
+            started.close()
 
     def _pool(self, n: int) -> Pool:
+        started, self._started = self._started, None
+        if started is not None:
+            started.configure(self.settings.frames)
+            return started
         if self.pool_factory is not None:
             return self.pool_factory(n)
         s = self.settings
@@ -119,6 +134,12 @@ class LocalExecutor(Executor):
         return DecodePool(wcfg, n, s.timeout_s, target=self.worker_target)
 
     def run(self, items: Iterable[Candidate | ScanEvent]) -> Iterator[ScanEvent]:
+        try:
+            yield from self._run(items)
+        finally:
+            self.close()
+
+    def _run(self, items: Iterable[Candidate | ScanEvent]) -> Iterator[ScanEvent]:
         s = self.settings
         source = iter(items)
         todo: deque[Candidate] = deque()  # candidates pulled, not yet handed to a worker
@@ -137,10 +158,12 @@ class LocalExecutor(Executor):
                     yield x  # type: ignore[misc]
 
         # Start only as many workers as there are videos to decode (up to n_workers): a resumed scan
-        # with nothing left starts none, a one-video scan one.
+        # with nothing left starts none, a one-video scan one. (Workers started ahead are taken as they
+        # are, or stopped when nothing is left to decode.)
         yield from pull(max(1, s.n_workers))
         if not todo:
             return
+        timeline.mark("executor_start")
         pool = self._pool(min(max(1, s.n_workers), len(todo)))
         eng = _Engine(self.model, s.batch_size)
         eng.start()
@@ -189,6 +212,8 @@ class LocalExecutor(Executor):
                         work = jobs.get(msg.video)
                         if work is None:
                             continue
+                        if isinstance(msg.event, FrameFaces):
+                            timeline.mark("first_frame")
                         for fc in work.on_event(msg.event):  # type: ignore[arg-type]
                             n_pending += 1
                             eng.inq.put(fc)
@@ -203,3 +228,4 @@ class LocalExecutor(Executor):
             pool.close()
             eng.join(timeout=30)
             self.infer_busy_s = eng.busy_s
+            timeline.mark("executor_closed")

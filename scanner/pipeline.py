@@ -24,25 +24,30 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from acfd.schemas import db
 from acfd.schemas.artifact import ArtifactError, ArtifactMeta, project_version
 from acfd.schemas.errors import OutputClosed
 from acfd.schemas.settings import error_key, verdict_key
 
+from . import timeline
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale
 from .config import DEFAULTS, ScanError
 from .decode import Sampling
 from .discover import Candidate, display_path
-from .executor import Executor, ExecutorSettings
 from .faces import DETECTOR_MODES
+from .frames import FramesConfig
 from .results import ScanEvent, ScanSummary, Unchanged, VideoResult
-from .sinks import ScanContext, StoreSink, Tally
 from .sources import FileList, Inputs, Lookahead, Source
-from .stages import FramesConfig, Prediction, VerdictPolicy, ready_result
-from .store import PreviousScan, Store
 from .urls import check_url, is_url, public_url, redact
+
+# The store (SQLAlchemy), the stages and the executor are imported where a Scanner needs them, after its
+# decode workers have started: importing this module (the CLI does, for ScanConfig) stays cheap.
+if TYPE_CHECKING:
+    from .executor import Executor
+    from .sinks import ScanContext, Tally
+    from .stages import Prediction
+    from .store import PreviousScan
 
 SUMMARY_NAMES = 20  # flagged videos and errors named in the summary (the store has them all)
 
@@ -95,7 +100,10 @@ class ScanConfig:
     sniff: bool = True
     files_from: str | None = None  # a file list (acfd.scanner.lists) scanned after ``paths``; "-": stdin
     null: bool = False  # the list is NUL-separated (find -print0)
+    ray: str | None = None  # run on Ray (acfd.scanner.ray_exec): auto, or a cluster's HOST:PORT
     max_pending: int = 512  # crops waiting for the engine before the workers are held back
+    # auto | fp32 | int8 | bf16 (acfd.engine.precision): auto picks the fastest the artifact and CPU allow
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.paths and self.files_from is None:
@@ -116,6 +124,12 @@ class ScanConfig:
             raise ScanError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ScanError(f"unknown device {self.device!r}: choose auto, cpu or cuda")
+        if self.ray is not None:
+            from .ray_exec import check_config
+
+            check_config(self.ray)
+        if self.precision not in ("auto", "fp32", "int8", "bf16"):
+            raise ScanError(f"unknown precision {self.precision!r}: choose auto, fp32, int8 or bf16")
         if self.batch_size is not None and self.batch_size < 1:
             raise ScanError("batch size must be at least 1")
         if self.workers is not None and self.workers < 0:
@@ -160,7 +174,10 @@ class ScanConfig:
         from dataclasses import asdict
 
         d = asdict(self)
-        # what is stored: absolute paths, and URLs without any user:password@
+        # what is stored: absolute paths, and URLs (the database's too) without any user:password@
+        from acfd.schemas.db import safe_url
+
+        d["db"] = safe_url(self.db)
         d["paths"] = [public_url(p) if _is_url(p) else display_path(os.path.abspath(os.fsdecode(p))) for p in self.paths]
         if self.files_from not in (None, "-"):
             d["files_from"] = display_path(os.path.abspath(os.fsdecode(self.files_from)))
@@ -209,7 +226,7 @@ def _is_url(p: object) -> bool:
 
 
 ProgressFn = Callable[[VideoResult | None, dict[str, float]], None]
-SinkFactory = Callable[[ScanContext], Any]  # returns an object with write(ScanEvent)
+SinkFactory = Callable[["ScanContext"], Any]  # returns an object with write(ScanEvent)
 
 
 class Scanner:
@@ -222,33 +239,51 @@ class Scanner:
         # Whether the model is the packaged starter because none was given (never a model named by
         # --model or $ACFD_MODEL, even a copy of it): the scan then says what the starter is.
         self.starter = False
-        if backend is None:
-            loaded = load_model(cfg.model, cfg.device, progress)
-            backend, self.starter = loaded.backend, loaded.starter
-            cfg = dataclasses.replace(cfg, model=loaded.spec)
-        self.cfg = cfg
-        self.backend = backend
-        meta = backend.meta
-        self.meta = meta
-        self.batch_size = batch_size_for(cfg.batch_size, backend, cfg.device)
-        self.settings = ExecutorSettings(
-            frames=FramesConfig(
-                sampling=cfg.sampling, crop_size=meta.input_size, crop_margin=meta.crop_margin, decoder=cfg.decoder,
-                gpu_decode=_cuda(cfg.device), detector_model=cfg.detector_model,
-                min_face_score=cfg.min_face_score, detect_max_side=cfg.detect_max_side, timeout_s=cfg.timeout_s,
-            ),
-            policy=VerdictPolicy(cfg.strategy, Scale(meta.r_minus, meta.r_plus, meta.threshold), cfg.min_support),
-            keep=cfg.store_crops, batch_size=self.batch_size, n_workers=cfg.n_workers, timeout_s=cfg.timeout_s,
-            max_pending=cfg.max_pending, memory_limit_mb=cfg.worker_memory_mb,
-        )
-        if executor is None:
-            from .local import LocalExecutor
+        # The decode workers start first: a worker's start (a process, MediaPipe, the face detector: about a
+        # second of one core) then overlaps the model's load and the store's opening instead of following
+        # them; they get the model's crop settings when the executor takes them (DecodePool.configure).
+        started = _start_workers(cfg, worker_target) if executor is None and cfg.ray is None else None
+        try:
+            from acfd.schemas import db
 
-            executor = LocalExecutor(backend, self.settings, worker_target=worker_target)
-        self.executor = executor
-        self.source: Source = cfg.source()
-        self.engine = db.open_store(cfg.db)
-        self.store = Store(self.engine)
+            from .executor import ExecutorSettings
+            from .stages import VerdictPolicy
+            from .store import Store
+
+            if backend is None:
+                loaded = load_model(cfg.model, cfg.device, progress, precision=cfg.precision)
+                backend, self.starter = loaded.backend, loaded.starter
+                cfg = dataclasses.replace(cfg, model=loaded.spec)
+                timeline.mark("model_loaded")
+            self.cfg = cfg
+            self.backend = backend
+            meta = backend.meta
+            self.meta = meta
+            self.batch_size = batch_size_for(cfg.batch_size, backend, cfg.device)
+            self.settings = ExecutorSettings(
+                frames=frames_config(cfg, meta),
+                policy=VerdictPolicy(cfg.strategy, Scale(meta.r_minus, meta.r_plus, meta.threshold), cfg.min_support),
+                keep=cfg.store_crops, batch_size=self.batch_size, n_workers=cfg.n_workers, timeout_s=cfg.timeout_s,
+                max_pending=cfg.max_pending, memory_limit_mb=cfg.worker_memory_mb,
+            )
+            if executor is None and cfg.ray is not None:  # the same stages on a Ray cluster
+                from .ray_exec import RayExecutor
+
+                executor = RayExecutor(backend, self.settings, cfg.ray, workers=cfg.workers,
+                                       device=cfg.device, batch_size=cfg.batch_size)
+            if executor is None:
+                from .local import LocalExecutor
+
+                executor = LocalExecutor(backend, self.settings, worker_target=worker_target, started=started)
+            self.executor = executor
+            self.source: Source = cfg.source()
+            self.engine = db.open_store(cfg.db)
+            self.store = Store(self.engine)
+            timeline.mark("store_opened")
+        except BaseException:
+            if started is not None:
+                started.close()
+            raise
         self.stats = {"videos": 0.0, "frames": 0.0, "faces": 0.0}
         self._walk: Lookahead | None = None
         # Resume compares these with each stored row's key: other settings, other verdicts (or failures).
@@ -257,7 +292,9 @@ class Scanner:
         self.error_key = error_key(args)
 
     def _settings_key(self, status: str) -> str:
-        return self.error_key if status == db.STATUS_ERROR else self.verdict_key
+        from acfd.schemas.db import STATUS_ERROR
+
+        return self.error_key if status == STATUS_ERROR else self.verdict_key
 
     # -- the result stream ---------------------------------------------------------------------------
     def results(self) -> Iterator[ScanEvent]:
@@ -276,18 +313,22 @@ class Scanner:
             walk.close()
 
     def _plan(self, items: Iterator[Candidate] | Lookahead, previous: dict[bytes, PreviousScan]) -> Iterator[Candidate | ScanEvent]:
+        from acfd.schemas.db import STATUS_ERROR, STATUS_SKIPPED
+
+        from .stages import ready_result
+
         for c in items:
             p = previous.get(c.key)
             if (
                 p is not None and c.unchanged_since(p.size, p.mtime_ns, p.etag)
                 and p.settings_key == self._settings_key(p.status)
-                and not (self.cfg.retry_errors and p.status == db.STATUS_ERROR)
+                and not (self.cfg.retry_errors and p.status == STATUS_ERROR)
             ):
                 yield Unchanged(c, p.status, p.flagged, p.score)
             elif c.error is not None:
-                yield ready_result(c, db.STATUS_ERROR, c.error)
+                yield ready_result(c, STATUS_ERROR, c.error)
             elif c.duplicate_of is not None:
-                yield ready_result(c, db.STATUS_SKIPPED, f"same file as {display_path(c.duplicate_of)}")
+                yield ready_result(c, STATUS_SKIPPED, f"same file as {display_path(c.duplicate_of)}")
             else:
                 yield c
 
@@ -296,6 +337,19 @@ class Scanner:
             sinks: Sequence[SinkFactory] = ()) -> ScanSummary:
         """Scan every candidate into the store, then into ``sinks`` (each made with the scan's context)
         and ``on_result``; returns the summary (also stored in the ``scans`` row)."""
+        try:
+            return self._run(progress, on_result, sinks)
+        finally:
+            close = getattr(self.executor, "close", None)
+            if callable(close):
+                close()  # workers started ahead and never used (a scan that stopped before its first video)
+
+    def _run(self, progress: ProgressFn | None, on_result: Callable[[VideoResult], None] | None,
+             sinks: Sequence[SinkFactory]) -> ScanSummary:
+        from acfd.schemas import db
+
+        from .sinks import ScanContext, StoreSink, Tally
+
         cfg = self.cfg
         t_start = time.perf_counter()
         self.store.mark_dead_scans()
@@ -315,6 +369,7 @@ class Scanner:
                 for ev in stream:
                     for sink in consumers:
                         sink.write(ev)
+                    timeline.mark("committed", once=False)
                     self._count(tally)
                     if isinstance(ev, VideoResult):
                         if on_result:
@@ -351,6 +406,51 @@ class Scanner:
         if walk is not None and walk.total is not None and "total" not in self.stats:
             self.stats["total"] = float(walk.total)
             self.store.set_found(self.scan_id, walk.total)
+
+
+def frames_config(cfg: ScanConfig, meta: ArtifactMeta) -> FramesConfig:
+    """How a scan's frames stage samples, decodes, detects and crops for a model of ``meta``."""
+    return FramesConfig(
+        sampling=cfg.sampling, crop_size=meta.input_size, crop_margin=meta.crop_margin, decoder=cfg.decoder,
+        gpu_decode=_cuda(cfg.device), detector_model=cfg.detector_model, min_face_score=cfg.min_face_score,
+        detect_max_side=cfg.detect_max_side, timeout_s=cfg.timeout_s,
+    )
+
+
+def _start_workers(cfg: ScanConfig, target: Any) -> Any:
+    """A scan's decode workers, started before its model is known (with the default crop settings; the
+    executor gives them the model's), or None for ``--workers 0``. As many as the scan may use, at most
+    one per entry of the paths given (a glance at their folders, not the walk)."""
+    n = cfg.n_workers
+    if n == 0:
+        return None
+    if cfg.files_from is None:
+        n = max(1, min(n, _entries(cfg.paths, n, cfg.recursive)))
+    from .worker import DecodePool, WorkerConfig
+
+    return DecodePool(WorkerConfig(frames_config(cfg, ArtifactMeta()), cfg.worker_memory_mb), n, cfg.timeout_s,
+                      target=target)
+
+
+def _entries(paths: Sequence[str], limit: int, recursive: bool) -> int:
+    """How many files ``paths`` name, counting a folder's entries (a subfolder of a recursive walk as
+    ``limit``), up to ``limit``: an upper bound of the videos, cheap to get."""
+    n = 0
+    for p in paths:
+        if not os.path.isdir(p):
+            n += 1
+        else:
+            try:
+                with os.scandir(p) as entries:
+                    for e in entries:
+                        n += limit if recursive and e.is_dir() else 1
+                        if n >= limit:
+                            break
+            except OSError:
+                n += 1  # unreadable: the walk says so, as one result
+        if n >= limit:
+            return limit
+    return n
 
 
 def device_name(backend: Backend) -> str | None:
@@ -424,17 +524,20 @@ class LoadedModel:
     starter: bool
 
 
-def load_model(spec: str | None, device: str, progress: bool = True) -> LoadedModel:
-    """``spec`` (a path or URL; None or empty: the packaged starter) loaded on ``device``."""
+def load_model(spec: str | None, device: str, progress: bool = True, precision: str = "auto") -> LoadedModel:
+    """``spec`` (a path or URL; None or empty: the packaged starter) loaded on ``device`` at ``precision``
+    (``acfd.engine.precision``: what ran is at the end of the backend's ``device_name()``)."""
     from acfd.engine.fetch import public_spec
 
     starter = not spec
     if not spec:
         spec = default_model()
     try:
-        backend = load_backend(spec, device, progress=progress)
+        backend = load_backend(spec, device, progress=progress, precision=precision)
     except ArtifactError as e:
-        if not starter:
+        from acfd.engine.precision import PrecisionError
+
+        if not starter or isinstance(e, PrecisionError):  # a refused --precision is not a damaged file
             raise
         # e.g. a Git LFS pointer where the file should be: say what to do, not only what broke
         raise ScanError(f"the packaged starter model is damaged ({e}); reinstall acfd, or give "
@@ -447,13 +550,15 @@ def batch_size_for(requested: int | None, backend: Backend, device: str) -> int:
     return requested or backend.max_batch or (32 if _cuda(device) else CPU_BATCH)
 
 
-def load_backend(model: str | os.PathLike[str], device: str = "auto", progress: bool = True) -> Backend:
+def load_backend(
+    model: str | os.PathLike[str], device: str = "auto", progress: bool = True, precision: str = "auto"
+) -> Backend:
     """The runtime backend for a model artifact (``acfd.engine.runtime.load``): a path, or an
     ``https://...#sha256=`` / ``hf://`` URL downloaded once into the cache (``acfd.engine.fetch``)."""
     from acfd.engine import runtime
     from acfd.engine.fetch import resolve_model
 
-    return runtime.load(resolve_model(os.fspath(model), progress=progress), device=device)
+    return runtime.load(resolve_model(os.fspath(model), progress=progress), device=device, precision=precision)
 
 
 def scan(cfg: ScanConfig, backend: Backend | None = None, progress: ProgressFn | None = None) -> ScanSummary:

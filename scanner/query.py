@@ -7,10 +7,20 @@ A query must never be able to change the store, so the store is opened read-only
   statement through only if it reads: SELECT/WITH, functions, and introspection PRAGMAs. ATTACH,
   DETACH, DDL, DML, pragma assignments (``query_only=OFF`` included) and ``VACUUM INTO`` are refused
   before they run, so no other file can be created or written either.
-- Other SQLAlchemy URLs: PostgreSQL runs the query in a ``READ ONLY`` transaction; every dialect
-  runs it in a transaction that is always rolled back, and a statement that does not start with
-  SELECT, WITH, VALUES, TABLE or EXPLAIN is refused up front (MySQL commits DDL implicitly, so a
-  rollback alone would not undo it).
+- PostgreSQL (psycopg 3), in layers: a statement that does not start with SELECT, WITH, VALUES, TABLE
+  or EXPLAIN is refused up front (COMMIT, SET, DO, COPY, CALL, PREPARE, LISTEN, VACUUM, DDL, DML...);
+  so is one naming a function whose effect a rollback would not undo or that acts outside the
+  database's rows (``_PG_REFUSED``: large objects and server files, advisory locks, settings,
+  notifications, other sessions and the server, replication, dblink); the statement is sent alone
+  through the extended protocol, which refuses a second one (``SELECT 1; COMMIT; DELETE ...``); it
+  runs in a ``READ ONLY`` transaction (PostgreSQL itself refuses INSERT/UPDATE/DELETE, data-modifying
+  WITH, SELECT INTO, FOR UPDATE, nextval/setval, EXPLAIN ANALYZE of a write) under a
+  ``statement_timeout``, which is always rolled back, on a connection of its own that is closed
+  after. This keeps a querier from changing the store by mistake or with a crafted statement; the
+  boundary for people who must not write is a role with SELECT only (docs/sql.md, "PostgreSQL").
+- Other SQLAlchemy URLs: the query runs in a transaction that is always rolled back, and a statement
+  that does not start with SELECT, WITH, VALUES, TABLE or EXPLAIN is refused up front (MySQL commits
+  DDL implicitly, so a rollback alone would not undo it).
 
 Before any query the store is checked: a file that is not SQLite, a database without acfd's
 ``meta.schema_version``, or a schema version this acfd does not read gives one clear
@@ -20,7 +30,8 @@ the error says how to upgrade it (``acfd-scan schema --upgrade``, or any scan, w
 A query never runs unbounded: on SQLite a progress handler stops it after ``timeout_s`` seconds
 (:data:`DEFAULT_TIMEOUT_S` unless told otherwise; 0 or None: no limit) and on Ctrl-C, which then
 surfaces as ``KeyboardInterrupt`` (sqlite3 swallows exceptions raised inside its callbacks, so the
-signal only sets a flag that the handler reads).
+signal only sets a flag that the handler reads). On PostgreSQL the server stops it
+(``statement_timeout``), and psycopg cancels it on Ctrl-C.
 
 A store in a place this process cannot write (a read-only mount, a folder without write permission)
 is still readable: SQLite's WAL mode needs to create ``-shm`` beside the file even to read, so when
@@ -31,6 +42,7 @@ is in the main file then). With unmerged WAL pages the error says so, instead of
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 import json
 import math
@@ -93,6 +105,22 @@ _DENIED_FUNCTIONS = frozenset({"load_extension"})
 
 _REFUSED = "refused: acfd-scan query is read-only; only SELECT statements (and read-only PRAGMAs) may run"
 
+# PostgreSQL functions a query may not name (anywhere in its text, quoted or schema-qualified): those
+# whose effect a rollback does not undo or that reach past the store's rows (server files and large
+# objects, other sessions and the server, replication, another database through dblink), and those
+# that change the session (advisory locks, settings) or signal other sessions. Most need privileges
+# a querier should not hold anyway; this keeps them from one who holds the scanner's (or a
+# superuser's) role. U&"..." identifiers could spell any name: refused too.
+_PG_REFUSED = re.compile(
+    r"(?<![\w$])(?:lo_\w+|lowrite|loread|pg_file_\w+|pg_terminate_backend|pg_cancel_backend|pg_reload_conf"
+    r"|pg_rotate_logfile\w*|pg_promote|pg_switch_wal|pg_create_restore_point|pg_backup_\w+|pg_start_backup"
+    r"|pg_stop_backup|pg_log_backend_memory_contexts|pg_stat_reset\w*|pg_wal_replay_\w+"
+    r"|pg_(?:create|drop|copy)_\w*replication_slot|pg_replication_slot_advance|pg_replication_origin_\w+"
+    r"|pg_logical_emit_message|pg_logical_slot_\w+|pg_import_system_collations|pg_(?:try_)?advisory_\w+"
+    r"|set_config|pg_notify|dblink\w*)(?![\w$])|u&\"",
+    re.I,
+)
+
 
 def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None) -> int:
     if action == sqlite3.SQLITE_PRAGMA:
@@ -142,6 +170,7 @@ class ReadOnlyStore:
     where: str  # the file path or the URL without its password
     schema_version: int
     guard: QueryGuard | None = None  # SQLite only: stops a statement on timeout or Ctrl-C
+    timeout_s: float | None = None  # PostgreSQL: each statement's statement_timeout (None: no limit)
 
     @property
     def is_sqlite(self) -> bool:
@@ -241,20 +270,30 @@ def open_readonly(db: str | os.PathLike[str], timeout_s: float | None = DEFAULT_
         return ReadOnlyStore(engine=engine, where=str(path), schema_version=version, guard=guard)
     url = _parse_url(os.fspath(db))
     where = url.render_as_string(hide_password=True)  # never a password in a message
-    try:
-        engine = create_engine(url, poolclass=NullPool)
-    except Exception as e:  # missing driver
-        raise StoreError(f"cannot open database {where}: {_first_line(e)}") from e
+    # NullPool: every query gets a connection of its own, closed after it (nothing it did to its
+    # session outlives it). make_engine names a missing driver's extra, and sets PostgreSQL to UTC.
+    engine = store.make_engine(db, poolclass=NullPool, pool_pre_ping=False)
     try:
         version = check_store(engine, where)
     except BaseException:
         engine.dispose()
         raise
-    return ReadOnlyStore(engine=engine, where=where, schema_version=version)
+    return ReadOnlyStore(engine=engine, where=where, schema_version=version, timeout_s=timeout_s or None)
+
+
+def _check_reachable(engine: Engine, where: str) -> None:
+    """A server that cannot be reached (down, no such database, refused login) is said to be so, in one line."""
+    if engine.dialect.name == "sqlite":  # a file: the checks that read it say what is wrong with it
+        return
+    try:
+        engine.connect().close()
+    except DBAPIError as e:
+        raise StoreError(f"cannot open database {where}: {_first_line(e.orig)}") from e
 
 
 def check_store(engine: Engine, where: str) -> int:
     """The schema version of the acfd store behind ``engine``; :class:`StoreError` if it cannot be read as is."""
+    _check_reachable(engine, where)
     try:
         with engine.connect() as conn:
             insp = inspect(conn)
@@ -297,9 +336,9 @@ def upgrade(db: str | os.PathLike[str]) -> tuple[int, int]:
         raise StoreError(f"no verdict store at {path}: nothing to upgrade")
     engine = store.make_engine(db)
     try:
-        before = _stored_version(engine)
+        where = str(path or store.safe_url(db))
+        before = _stored_version(engine, where)
         if before is None:
-            where = str(path or engine.url.render_as_string(hide_password=True))
             raise StoreError(f"{where} is not an acfd verdict store (no meta.schema_version); nothing to upgrade")
         after = store.init_db(engine)
     finally:
@@ -307,20 +346,21 @@ def upgrade(db: str | os.PathLike[str]) -> tuple[int, int]:
     return before, after
 
 
-def _stored_version(engine: Engine) -> int | None:
+def _stored_version(engine: Engine, where: str) -> int | None:
+    _check_reachable(engine, where)
     try:
         with engine.connect() as conn:
             if "meta" not in inspect(conn).get_table_names():
                 return None
             row = conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar()
     except DBAPIError as e:
-        raise StoreError(f"{engine.url} is not a readable database: {_first_line(e.orig)}") from e
+        raise StoreError(f"{where} is not a readable database: {_first_line(e.orig)}") from e
     if row is None:
         return None
     try:
         return int(row)
     except ValueError:
-        raise StoreError(f"{engine.url}: schema_version {row!r} is not a number; not an acfd verdict store") from None
+        raise StoreError(f"{where}: schema_version {row!r} is not a number; not an acfd verdict store") from None
 
 
 def _first_line(e: BaseException | None) -> str:
@@ -378,11 +418,53 @@ class _interruptible:
             raise Terminated() if self.guard.terminated else KeyboardInterrupt()
 
 
-def _run_query(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None) -> QueryResult:
+def _run_postgresql(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None) -> QueryResult:
+    """One statement in a READ ONLY transaction that is rolled back, sent alone (see the module doc)."""
+    import psycopg
+
+    named = _PG_REFUSED.search(sql)
+    if named:
+        raise StoreError(f"{_REFUSED} (postgresql: {named.group(0)} is not allowed in a query)")
     try:
         with ro.engine.connect() as conn:
-            if ro.engine.dialect.name == "postgresql":
-                conn = conn.execution_options(postgresql_readonly=True)
+            raw = conn.connection.driver_connection  # the psycopg connection, idle (no transaction yet)
+            assert raw is not None
+            raw.read_only = True  # its transactions begin READ ONLY
+            try:
+                with raw.cursor() as cur:
+                    if ro.timeout_s:
+                        cur.execute(f"SET LOCAL statement_timeout = {max(1, round(ro.timeout_s * 1000))}")
+                    # prepare=True: the extended protocol, which takes exactly one statement (the simple
+                    # one would run "SELECT 1; COMMIT; DELETE ..." whole). No parameters: '%' is literal.
+                    cur.execute(sql, params or None, prepare=True)
+                    columns = [d.name for d in cur.description] if cur.description else []
+                    rows = [tuple(r) for r in cur.fetchall()] if cur.description else []
+            finally:
+                raw.rollback()  # whatever the statement did is not kept
+    except psycopg.Error as e:
+        msg = _first_line(e)
+        state = getattr(e, "sqlstate", None)
+        if state in ("25006", "25001"):  # read_only_sql_transaction; read-write mode after a query
+            raise StoreError(f"{_REFUSED} (postgresql: {msg})") from e
+        if state == "42601" and "multiple commands" in msg:
+            raise StoreError("one statement at a time, please (found more than one)") from e
+        if state == "57014" and ro.timeout_s:  # query_canceled by statement_timeout
+            raise StoreError(
+                f"query interrupted after {ro.timeout_s:g} s (the --timeout limit; --timeout 0 for none)"
+            ) from None
+        raise StoreError(f"query failed: {msg}") from e
+    except DBAPIError as e:  # connecting failed
+        raise StoreError(f"query failed: {_first_line(e.orig)}") from e
+    if not columns:
+        raise StoreError(f"{_REFUSED} (the statement returns no rows)")
+    return QueryResult(columns=columns, rows=rows)
+
+
+def _run_query(ro: ReadOnlyStore, sql: str, params: dict[str, Any] | None) -> QueryResult:
+    if ro.engine.dialect.name == "postgresql":
+        return _run_postgresql(ro, sql, params)
+    try:
+        with ro.engine.connect() as conn:
             with conn.begin() as tx:
                 # exec_driver_sql: the text goes to the driver as written (no ':name' bind parsing).
                 res = conn.exec_driver_sql(sql, params or ())
@@ -439,6 +521,10 @@ def _terminal_safe(s: str) -> str:
 def _json_value(v: Any) -> Any:
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v).hex()
+    if isinstance(v, decimal.Decimal):  # PostgreSQL's numeric (SUM of a bigint, ROUND(numeric, n)): a number
+        if not v.is_finite():
+            return None
+        return int(v) if v == v.to_integral_value() else float(v)
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, (str, int, float)) or v is None:
@@ -467,7 +553,8 @@ def format_result(result: QueryResult, fmt: Format = "table", max_width: int = 6
     body = [[_terminal_safe(_cell_text(v, 32, short_floats=True)) for v in row] for row in result.rows]
     body = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in body]
     numeric = [
-        all(isinstance(row[i], (int, float)) or row[i] is None for row in result.rows) and bool(result.rows)
+        all(isinstance(row[i], (int, float, decimal.Decimal)) or row[i] is None for row in result.rows)
+        and bool(result.rows)
         for i in range(len(header))
     ]
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]

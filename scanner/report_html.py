@@ -224,8 +224,13 @@ def _short(model_id: str) -> str:
     return model_id if len(model_id) <= 14 else model_id[:13] + "…"
 
 
+def _utc(t: dt.datetime) -> dt.datetime:
+    """A stored time in UTC: SQLite gives it back naive (it is UTC); a server may give it in its own zone."""
+    return t if t.tzinfo is None else t.astimezone(dt.timezone.utc)
+
+
 def _when(t: dt.datetime | None) -> str:
-    return "" if t is None else t.strftime("%Y-%m-%d %H:%M")
+    return "" if t is None else _utc(t).strftime("%Y-%m-%d %H:%M")
 
 
 def _table(rows: list[_Row], detailed: set[int]) -> str:
@@ -520,7 +525,7 @@ def _stream_section(i: int, st: _StreamInfo) -> str:
 
 
 def _when_s(t: dt.datetime | None) -> str:
-    return "" if t is None else t.strftime("%Y-%m-%d %H:%M:%S")
+    return "" if t is None else _utc(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def render_html(

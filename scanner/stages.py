@@ -3,8 +3,8 @@
 A video goes through three stages; an executor (:mod:`acfd.scanner.local`, later a cluster one)
 only decides where and when each runs:
 
-1. :func:`frames_with_faces`: decode the sampled frames, detect every face, track identities and
-   crop each face the training way. It yields :class:`Opened`, then one :class:`FrameFaces` per
+1. :func:`frames_with_faces` (in :mod:`acfd.scanner.frames`, re-exported here): decode the sampled
+   frames, detect every face, track identities and crop each face the training way. It yields :class:`Opened`, then one :class:`FrameFaces` per
    sampled frame (once its identities are settled), then :class:`Decoded` with the identity map.
 2. :func:`score_batch`: run the model on a batch of crops, from any videos.
 3. :func:`finish_video`: aggregate one video's scored faces into its verdicts
@@ -20,166 +20,33 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 from acfd.schemas import db
 
 from .aggregate import Scale, VideoVerdict, aggregate
-from .config import DECODERS, DEFAULTS, ScanError
-from .decode import DecodeError, Sampling, VideoInfo
+from .config import DEFAULTS, ScanError
 from .discover import Candidate
+
+# Stage 1 lives in .frames, which a decode worker imports without the rest (no store, no aggregation);
+# its names are the stages' too.
+from .frames import (  # noqa: F401
+    Decoded,
+    Detector,
+    Failed,
+    FrameFaces,
+    FramesConfig,
+    Opened,
+    VideoEvent,
+    frames_with_faces,
+)
 from .results import FaceRecord, StoredCrop, VideoResult
 
 THUMB_SIZE = 128  # side of the JPEG thumbnail stored with a kept crop
 JPEG_QUALITY = 85
-
-
-# -- stage 1: frames with faces ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FramesConfig:
-    """How :func:`frames_with_faces` samples, decodes, detects and crops (the same for every video)."""
-
-    sampling: Sampling
-    crop_size: int
-    crop_margin: float
-    decoder: str = DEFAULTS.decoder  # auto | decord | pyav
-    gpu_decode: bool = False
-    detector_model: str = DEFAULTS.detector  # full | short | auto (acfd.scanner.faces.DETECTOR_MODES)
-    min_face_score: float = DEFAULTS.min_face_score
-    detect_max_side: int = DEFAULTS.detect_max_side
-    timeout_s: float = DEFAULTS.timeout_s  # FFmpeg's open and read timeouts for a URL (a scan's --timeout)
-    # A live stream (acfd-scan watch), which may never end: the tracker keeps no history (bounded memory;
-    # no merge at the end, so Decoded maps no identity: the tracklets are the identities).
-    stream: bool = False
-
-    def __post_init__(self) -> None:
-        if self.decoder not in DECODERS:
-            raise DecodeError(f"unknown decoder {self.decoder!r}: choose {', '.join(DECODERS)}")
-        if self.crop_size < 8:
-            raise DecodeError(f"crop size {self.crop_size} is too small")
-
-
-@dataclass(frozen=True)
-class Opened:
-    """The video opened: its facts."""
-
-    info: VideoInfo
-
-
-@dataclass(frozen=True)
-class FrameFaces:
-    """One sampled frame: its faces (full-resolution boxes), their identities (tracklets until
-    :class:`Decoded` maps them to people) and crops."""
-
-    index: int
-    time_s: float
-    faces: tuple[Any, ...]  # acfd.scanner.faces.Face
-    identities: tuple[int, ...]
-    crops: np.ndarray | None  # uint8 [k, S, S, 3], None when no face
-    t_decode: float
-    t_detect: float
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """The video is decoded: totals, the decoder that really ran, and the tracklet -> person map."""
-
-    n_frames: int
-    t_decode: float
-    t_detect: float
-    decoder: str
-    identity_map: dict[int, int]
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The video cannot be scanned: one line for its error row."""
-
-    error: str
-
-
-VideoEvent = Opened | FrameFaces | Decoded | Failed
-
-
-class Detector(Protocol):
-    def detect(self, image: np.ndarray) -> list[Any]: ...
-
-
-def frames_with_faces(cfg: FramesConfig, detector: Detector, target: str, identity: str = "face") -> Iterator[VideoEvent]:
-    """Decode, detect, crop and track one video (``target``: what the decoder opens, a path).
-
-    Raises :class:`~acfd.scanner.decode.DecodeError` for a file that cannot be decoded (the caller
-    turns it into :class:`Failed`). ``identity``: how faces are told apart (acfd.scanner.track.MODES);
-    scans use ``face`` (the face-recognition embedding of the faces its schedule picks),
-    ``bench/identities.py`` also the others. A frame is yielded once its ids are final
-    (``IoUTracker.settled``): faces that reused their track's descriptor are checked at the track's next
-    embedded face, up to ``EmbedSchedule.every_frames`` samples later.
-    """
-    from .decode import open_frames
-    from .faces import crop, crop_box
-    from .track import FrameLooks, tracker
-
-    t0 = time.perf_counter()
-    info, frames = open_frames(target, cfg.sampling, cfg.decoder, cfg.gpu_decode, timeout_s=cfg.timeout_s)
-    yield Opened(info)
-    t_decode_total = time.perf_counter() - t0
-    t_detect_total = 0.0
-    tr = tracker(identity, history=not cfg.stream)
-    held: list[FrameFaces] = []  # frames whose ids may still change, in order (n - len(held) yielded)
-    n = 0
-
-    def settled(upto: int) -> Iterator[FrameFaces]:
-        while held and n - len(held) < upto:
-            r = held.pop(0)
-            k = n - len(held) - 1  # its sampled frame number, as the tracker counts
-            yield dataclasses.replace(r, identities=tuple(tr.tracklets(k)))
-            if cfg.stream:
-                tr.forget(k + 1)  # read: a stream running for hours keeps no per-frame ids
-
-    decoder = info.decoder
-    last_t = float("-inf")
-    while True:
-        t0 = time.perf_counter()
-        try:
-            frame = next(frames, None)
-        except DecodeError:
-            if cfg.decoder != "auto" or decoder not in ("decord", "decord-gpu"):
-                raise  # asked for decord only, or PyAV failed too (a second fallback would loop)
-            # decord gave up in the middle of the stream (it is less forgiving of damaged packets):
-            # go on with PyAV from the first sampled frame after the last one taken
-            decoder += "+pyav"
-            _, rest = open_frames(target, cfg.sampling, "pyav")
-            frames = (f for f in rest if f.time_s > last_t + 1e-6)
-            continue
-        t_dec = time.perf_counter() - t0
-        t_decode_total += t_dec
-        if frame is None:
-            break
-        last_t = frame.time_s
-        t0 = time.perf_counter()
-        faces = detector.detect(frame.image)
-        crops = None
-        if faces:
-            crops = np.stack([crop(frame.image, crop_box(f, cfg.crop_margin), cfg.crop_size) for f in faces])
-        # t_detect includes the faces' descriptors (about 0.13 s of CPU per embedded face: acfd.scanner.identity)
-        ids = tr.observe(faces, FrameLooks(tr.method, frame.image, faces, crops), frame.time_s)
-        t_det = time.perf_counter() - t0
-        t_detect_total += t_det
-        held.append(FrameFaces(frame.index, frame.time_s, tuple(faces), tuple(ids), crops, t_dec, t_det))
-        n += 1
-        yield from settled(tr.settled)
-    if n == 0:
-        raise DecodeError("no decodable video frames")
-    t0 = time.perf_counter()
-    tr.finish()  # the last reused faces are checked (an embedding or so per open track)
-    t_detect_total += time.perf_counter() - t0
-    yield from settled(n)
-    # identities are tracklets until here: the merge maps them to people (0..k-1)
-    yield Decoded(n, t_decode_total, t_detect_total, decoder, tr.identity_map())
 
 
 # -- stage 2: score a batch --------------------------------------------------------------------------
@@ -291,8 +158,10 @@ class VideoWork:
             raise TypeError(f"unknown video event {ev!r}")
         return []
 
-    def on_score(self, face: int, crop: np.ndarray, score: float, attention: np.ndarray | None, infer_s: float) -> None:
-        """A face's score (and its share of the batch's time); keeps its crop if among the highest."""
+    def on_score(self, face: int, crop: np.ndarray | bytes, score: float, attention: np.ndarray | None,
+                 infer_s: float) -> None:
+        """A face's score (and its share of the batch's time); keeps its crop if among the highest.
+        ``crop``: the crop, or its :func:`thumbnail` made already (where the crop stayed on another node)."""
         if self.failed:
             return
         self.pending -= 1
@@ -302,7 +171,8 @@ class VideoWork:
             return
         heap = self.kept.setdefault(self.result.faces[face].identity, [])
         if len(heap) < self.keep or score > heap[0][0]:
-            entry = (float(score), face, StoredCrop(face, thumbnail(crop), THUMB_SIZE,
+            jpeg = crop if isinstance(crop, bytes) else thumbnail(crop)
+            entry = (float(score), face, StoredCrop(face, jpeg, THUMB_SIZE,
                                                     None if attention is None else attention.copy()))
             if len(heap) < self.keep:
                 heapq.heappush(heap, entry)

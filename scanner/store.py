@@ -90,14 +90,22 @@ class Store:
         never goes stale. An artifact without a card (made before cards) is stored as unvalidated.
         """
         card = meta.card
+        values = dict(
+            model_id=model_id, path=path, backend=backend, meta_json=meta.to_json(), validation=meta.validation,
+            card_summary=None if card is None else card.one_line(),
+            card_json=None if card is None else json.dumps(card.to_dict()),
+        )
+        if self.engine.dialect.name == "postgresql":
+            # Two scans of one model starting at once both find no row; the second insert must not fail
+            # (on SQLite, BEGIN IMMEDIATE already runs them one after the other).
+            from sqlalchemy.dialects.postgresql import insert
+
+            with self.engine.begin() as c:
+                c.execute(insert(Model).values(**values).on_conflict_do_nothing(index_elements=[Model.model_id]))
+            return
         with db.session(self.engine) as s, s.begin():
             if s.get(Model, model_id) is None:
-                s.add(Model(
-                    model_id=model_id, path=path, backend=backend, meta_json=meta.to_json(),
-                    validation=meta.validation,
-                    card_summary=None if card is None else card.one_line(),
-                    card_json=None if card is None else json.dumps(card.to_dict()),
-                ))
+                s.add(Model(**values))
 
     def mark_dead_scans(self) -> int:
         """Mark scans found dead ``interrupted``; returns how many.

@@ -351,7 +351,8 @@ def validate(cfg: ValidateConfig, progress: ProgressFn | None = None) -> Validat
     out = check_update(cfg.model, cfg.out, cfg.set_threshold)
     ev_kind, data_settings = data_kind(cfg, fake_dir)
     kind = artifact_kind(cfg.model)
-    backend = load_backend(cfg.model, cfg.device)
+    # The file named, as it is: never its int8 sibling or float source, since its own card gets the result.
+    backend = load_backend(cfg.model, cfg.device, precision="artifact")
     meta = backend.meta
     card = meta.card or (read_run_card(cfg.model) if kind == KIND_RUN else None) or ModelCard()
 

@@ -235,6 +235,7 @@ class WatchConfig:
         """The settings as stored in ``scans.args`` (sources and model without passwords)."""
         d = dataclasses.asdict(self)
         d["sources"] = [s.public for s in self.streams]
+        d["db"] = db.safe_url(self.db)
         d["command"] = "watch"
         if self.model:
             d["model"] = public_url(self.model)

@@ -1,7 +1,8 @@
 """Isolated decode + face workers: native decoder crashes, hangs and runaway memory become error rows.
 
-Each worker is a separate process (``spawn``: no inherited threads or onnxruntime state) that owns a
-decoder and a face detector and handles one video at a time: decode the sampled frames, detect every
+Each worker is a separate process (a new interpreter, not a fork: no inherited threads or onnxruntime
+state; it imports the frames stage and its libraries, never the CLI, the store or the model's runtime)
+that owns a decoder and a face detector and handles one video at a time: decode the sampled frames, detect every
 face, track identities, crop each face the training way, and send per-frame results back on its own
 pipe. The parent (:class:`DecodePool`) watches every worker:
 
@@ -10,27 +11,32 @@ pipe. The parent (:class:`DecodePool`) watches every worker:
 - a worker that sends nothing for ``timeout_s`` seconds of the parent listening is killed (a hang) and
   replaced; time the parent spends not reading (back-pressure) is not counted against it.
 
-The work itself is the frames stage (:func:`acfd.scanner.stages.frames_with_faces`); a worker only
+The work itself is the frames stage (:func:`acfd.scanner.frames.frames_with_faces`); a worker only
 runs it and sends its typed events (:class:`WorkerMessage`). :class:`InProcessPool` runs the same stage
 in the scanning process, without isolation (``--workers 0``).
 
 Workers are long-lived, so the cost of isolation is one process start per worker per scan plus the
-pickled crops (about 270 kB per face at 299 px): negligible at 1 frame/s.
+pickled crops (about 270 kB per face at 299 px): negligible at 1 frame/s. A scan starts its workers
+first, so that their start (MediaPipe's import, the detector, the decoder's library and dlib's models,
+about a second of one core) overlaps the loading of its model (:class:`acfd.scanner.pipeline.Scanner`).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from . import timeline
 from .decode import DecodeError, _one_line
-from .stages import Decoded, Detector, Failed, FramesConfig, VideoEvent, frames_with_faces
+from .frames import Decoded, Detector, Failed, FramesConfig, VideoEvent, frames_with_faces
 
 
 class WorkerError(DecodeError):
@@ -118,9 +124,27 @@ def _detector(cfg: WorkerConfig) -> Any:
         raise WorkerError(f"face detector: {_one_line(e)}") from e
 
 
+def _warm_up(cfg: WorkerConfig) -> None:
+    """Load now what the first video would load (the decoder's library, dlib's face-recognition models:
+    about 0.6 s): a worker starts while its scan loads the model, and would otherwise wait for its first
+    video idle and load them after. A failure here is left to that video to meet and report, as before."""
+    try:
+        import av  # noqa: F401 - PyAV reads every video's facts
+
+        from .decode import decoder_available
+        from .identity import embedder
+
+        if cfg.frames.decoder != "pyav":
+            decoder_available("decord")  # imports it
+        embedder()
+    except Exception:
+        pass
+
+
 def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:
     """Entry point of a worker process: handle (video_id, target) tasks until None arrives."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    timeline.mark("worker_main")
     # MediaPipe/TFLite/absl log every model load to stderr, over the progress bar; errors still show.
     # Their native loggers ignore the usual switches, so the worker's native stderr goes to /dev/null;
     # failures still reach the parent as messages, crashes as exit signals.
@@ -128,10 +152,6 @@ def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.close(devnull)
-    if cfg.nice:
-        # Where decode workers and the engine share CPU cores, the engine should win them: ONNX Runtime's
-        # threads wait for each other at every layer, so a descheduled thread stalls them all.
-        os.nice(cfg.nice)
     if cfg.memory_limit_mb:
         import resource
 
@@ -142,11 +162,27 @@ def worker_main(cfg: WorkerConfig, tasks: Connection, conn: Connection) -> None:
     except WorkerError as e:
         conn.send(WorkerMessage(-1, StartFailed(str(e))))
         return
+    _warm_up(cfg)
+    timeline.mark("worker_loaded")
+    if cfg.nice:
+        # Where decode workers and the engine share CPU cores, the engine should win them: ONNX Runtime's
+        # threads wait for each other at every layer, so a descheduled thread stalls them all. Only from
+        # here: the start (MediaPipe's import, the detector) runs while the scan loads its model, and
+        # both are what the first batch waits for.
+        os.nice(cfg.nice)
     conn.send(WorkerMessage(-1, Ready()))
     try:
         _serve(cfg, detector, tasks, conn)
     finally:
         detector.close()
+    # Done: leave without the interpreter's teardown (unloading MediaPipe, TFLite, dlib and OpenCV took
+    # 0.3-0.5 s, which a scan's end waited for); nothing of the worker's needs it, its pipes are flushed.
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 def _serve(cfg: WorkerConfig, detector: Any, tasks: Connection, conn: Connection) -> None:
@@ -159,6 +195,9 @@ def _serve(cfg: WorkerConfig, detector: Any, tasks: Connection, conn: Connection
             return
         if task is None:
             return
+        if isinstance(task, FramesConfig):  # the settings of the videos from now on (DecodePool.configure)
+            cfg = dataclasses.replace(cfg, frames=task)
+            continue
         vid, target = task
         try:
             _process_video(cfg, detector, vid, target, conn)
@@ -214,6 +253,66 @@ class InProcessPool:
             self._detector.close()
 
 
+class _Spawned:
+    """One worker process: a new interpreter that runs ``target(cfg, tasks, conn)`` over two pipes, with the
+    part of :class:`multiprocessing.Process` that :class:`DecodePool` uses.
+
+    Not multiprocessing's ``spawn``: that also runs the parent's main script again in the child (so that
+    what it defines can be unpickled), and for ``acfd-scan`` that script is the CLI. A worker imports this
+    module, the frames stage and its libraries, and the module of ``target`` (``sys.path`` is the parent's).
+    """
+
+    def __init__(self, target: Any, cfg: WorkerConfig) -> None:
+        task_r, task_w = os.pipe()
+        res_r, res_w = os.pipe()
+        code = "import sys; from acfd.scanner.worker import _spawned_main; _spawned_main(int(sys.argv[1]), int(sys.argv[2]))"
+        flags = subprocess._args_from_interpreter_flags()  # -X, -O ... as multiprocessing passes them on
+        try:
+            self._popen = subprocess.Popen([sys.executable, *flags, "-c", code, str(task_r), str(res_w)],
+                                           pass_fds=(task_r, res_w), stdin=subprocess.DEVNULL)
+        except BaseException:
+            for fd in (task_w, res_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(task_r)
+            os.close(res_w)
+        self.tasks = Connection(task_w, readable=False)
+        self.conn = Connection(res_r, writable=False)
+        try:
+            self.tasks.send(list(sys.path))  # first, so that the next message's target can be found
+            self.tasks.send((target, cfg))
+        except OSError:
+            pass  # it died at once: DecodePool.poll says so, as for a worker that dies while starting
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def kill(self) -> None:
+        if self._popen.poll() is None:
+            self._popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    @property
+    def exitcode(self) -> int | None:
+        """As multiprocessing's: the exit status, minus the signal number when a signal ended it."""
+        return self._popen.poll()
+
+
+def _spawned_main(task_fd: int, result_fd: int) -> None:
+    """The child's side of :class:`_Spawned`."""
+    tasks = Connection(task_fd, writable=False)
+    conn = Connection(result_fd, readable=False)
+    sys.path[:] = tasks.recv()
+    target, cfg = tasks.recv()
+    target(cfg, tasks, conn)
+
+
 @dataclass
 class _Worker:
     wid: int
@@ -224,6 +323,10 @@ class _Worker:
     video: int | None = None
     last_heard: float = 0.0  # on the parent's listening clock
     started: float = 0.0  # on the same clock; the video's timeout starts when the worker is ready
+
+
+def _detector_settings(f: FramesConfig) -> tuple[object, ...]:
+    return f.detector_model, f.min_face_score, f.detect_max_side
 
 
 def _signal_name(code: int | None) -> str:
@@ -254,18 +357,13 @@ class DecodePool:
     def __post_init__(self) -> None:
         if self.n_workers < 1:
             raise WorkerError("need at least one worker")
-        self._ctx = mp.get_context("spawn")
         self._last_tick = time.monotonic()
         self._workers = [self._start(i) for i in range(self.n_workers)]
 
     def _start(self, wid: int) -> _Worker:
-        task_r, task_w = self._ctx.Pipe(duplex=False)
-        res_r, res_w = self._ctx.Pipe(duplex=False)
-        p = self._ctx.Process(target=self.target or worker_main, args=(self.cfg, task_r, res_w), daemon=True, name=f"acfd-decode-{wid}")
-        p.start()
-        task_r.close()
-        res_w.close()
-        return _Worker(wid, p, task_w, res_r, last_heard=self._clock, started=self._clock)
+        timeline.mark("worker_spawn")
+        p = _Spawned(self.target or worker_main, self.cfg)
+        return _Worker(wid, p, p.tasks, p.conn, last_heard=self._clock, started=self._clock)
 
     def _replace(self, w: _Worker) -> None:
         try:
@@ -281,6 +379,22 @@ class DecodePool:
                 pass
         self.restarts += 1
         self._workers[w.wid] = self._start(w.wid)
+
+    def configure(self, frames: FramesConfig) -> None:
+        """The frames settings of the videos submitted from now on, sent to every worker (a replacement
+        starts with them). A scan starts its workers before its model is loaded and gives them the model's
+        crop size here; the detector's settings cannot change (each worker loaded its detector at start)."""
+        old = self.cfg.frames
+        if frames == old:
+            return
+        if _detector_settings(frames) != _detector_settings(old):
+            raise WorkerError("the face detector's settings of running workers cannot change")
+        self.cfg = dataclasses.replace(self.cfg, frames=frames)
+        for w in self._workers:
+            try:
+                w.tasks.send(frames)
+            except OSError:
+                pass  # it died: poll() reports it and its replacement starts with these settings
 
     def idle(self) -> list[int]:
         """Workers that can take a video now."""
@@ -323,6 +437,7 @@ class DecodePool:
                 ev = msg.event
                 if isinstance(ev, Ready):
                     w.ready = True
+                    timeline.mark("worker_ready")
                 elif isinstance(ev, StartFailed):
                     raise WorkerError(f"decode worker could not start: {ev.error}")
                 else:
@@ -371,8 +486,12 @@ class DecodePool:
         self._replace(w)
 
     def close(self) -> None:
-        """Stop every worker (politely, then by force)."""
+        """Stop every worker (politely, then by force). One still starting is killed at once: it holds
+        nothing yet, and would otherwise finish loading its detector only to read the request to stop."""
         for w in self._workers:
+            if not w.ready and w.proc.is_alive():
+                w.proc.kill()
+                continue
             try:
                 w.tasks.send(None)
             except OSError:

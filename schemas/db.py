@@ -15,6 +15,9 @@ One SQLite file by default (any SQLAlchemy URL works). Every table and column is
 - ``meta``: key/value, holds ``schema_version`` for migrations.
 
 Writes on SQLite use WAL, foreign keys and ``BEGIN IMMEDIATE`` so several scans can share a file.
+On PostgreSQL (``postgresql+psycopg://``, the ``acfd[postgres]`` extra) sessions use UTC, and schema
+creation and migration hold an advisory lock, so scans starting at once on a new database wait for one
+another instead of failing (docs/sql.md, "PostgreSQL").
 """
 
 from __future__ import annotations
@@ -481,6 +484,36 @@ def database_url(db: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(s).expanduser().resolve()}"
 
 
+# The extra that installs the PostgreSQL driver, named in the error when it is missing.
+POSTGRES_EXTRA = "pip install 'acfd[postgres]'"
+# pg_advisory_xact_lock key held while init_db creates or migrates a PostgreSQL store ("acfd" in ASCII).
+SCHEMA_LOCK_KEY = 0x61636664
+
+
+def engine_url(db: str | os.PathLike[str]) -> str:
+    """:func:`database_url`, with PostgreSQL URLs that name no driver (``postgresql://``, ``postgres://``)
+    given psycopg 3, the driver ``acfd[postgres]`` installs (SQLAlchemy's own default is psycopg2)."""
+    url = database_url(db)
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() in ("postgresql", "postgres"):
+        return f"postgresql+psycopg{sep}{rest}"
+    return url
+
+
+def check_driver(url: str, shown: str | None = None) -> None:
+    """A :class:`StoreError` naming the extra to install when ``url`` needs psycopg and it is missing."""
+    scheme = url.partition("://")[0].lower()
+    if scheme != "postgresql+psycopg":
+        return
+    try:
+        import psycopg  # noqa: F401  (the optional driver: only its presence is checked here)
+    except ImportError:
+        raise StoreError(
+            f"the PostgreSQL store {shown or safe_url(url)} needs the psycopg driver, which is not installed: "
+            f"{POSTGRES_EXTRA}"
+        ) from None
+
+
 def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
     # pysqlite's own transaction handling starts transactions lazily (deferred) and can deadlock two
     # writers; take the write lock at BEGIN instead (SQLAlchemy docs, "Serializable isolation /
@@ -500,25 +533,46 @@ def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _safe_url(url: str) -> str:
-    """The URL for messages: a password in it is shown as ***."""
+def _postgresql_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Times come back in UTC whatever the server's TimeZone, as they are documented (and as SQLite
+        # gives them); outside a transaction, so that a rollback cannot undo it.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        dbapi_connection.execute("SET TIME ZONE 'UTC'")
+        dbapi_connection.autocommit = autocommit
+
+
+def safe_url(url: str | os.PathLike[str]) -> str:
+    """``--db`` as it may be shown or stored: a URL's password as ***; a file path as it is."""
     from sqlalchemy.engine import make_url
 
+    url = os.fspath(url)
+    if "://" not in url:
+        return url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # unparsable: it cannot be shown safely either
-        return url.split("://", 1)[0] + "://..." if "://" in url else url
+        return url.split("://", 1)[0] + "://..."
 
 
 def make_engine(db: str | os.PathLike[str], busy_timeout_ms: int = 60_000, **kw: Any) -> Engine:
-    """An engine for ``db`` (a URL or an SQLite file path); SQLite gets WAL, foreign keys, a busy wait."""
-    url = database_url(db)
+    """An engine for ``db`` (a URL or an SQLite file path); SQLite gets WAL, foreign keys, a busy wait;
+    PostgreSQL gets UTC sessions and a connection check before each use (a scan lasts hours)."""
+    url = engine_url(db)
+    check_driver(url, safe_url(db))
+    if url.startswith("postgresql"):
+        kw.setdefault("pool_pre_ping", True)
     try:
         engine = create_engine(url, **kw)
     except Exception as e:  # bad URL, missing driver
-        raise StoreError(f"cannot open database {_safe_url(url)!r}: {e}") from e
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StoreError(f"cannot open database {safe_url(db)}: {detail}") from e
     if engine.dialect.name == "sqlite":
         _sqlite_setup(engine, busy_timeout_ms)
+    elif engine.dialect.name == "postgresql":
+        _postgresql_setup(engine)
     return engine
 
 
@@ -527,11 +581,15 @@ def init_db(engine: Engine) -> int:
 
     Raises :class:`StoreError` for a database written by a newer acfd.
     """
-    from sqlalchemy import inspect
+    from sqlalchemy import inspect, text
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Until this transaction ends: two scans starting at once on a new (or older) database
+                # would both create (or migrate) it, and one would fail; the second waits, then finds it done.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
             existing = set(inspect(conn).get_table_names())
             if existing and "meta" not in existing:  # someone else's database: never add our tables to it
                 raise StoreError(
@@ -566,10 +624,9 @@ def init_db(engine: Engine) -> int:
         detail = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]  # one line
         if "readonly database" in detail or "read-only" in detail:
             where = engine.url.database or engine.url.render_as_string(hide_password=True)
-            raise StoreError(
-                f"the verdict store {where} cannot be written ({detail}): choose another --db, or fix the "
-                "permissions of the file and its folder"
-            ) from e
+            fix = ("fix the permissions of the file and its folder" if engine.dialect.name == "sqlite"
+                   else "connect as a role that may write it (not a read-only one)")
+            raise StoreError(f"the verdict store {where} cannot be written ({detail}): choose another --db, or {fix}") from e
         raise StoreError(f"cannot initialise the verdict store at {engine.url!r}: {detail}") from e
     return DB_SCHEMA_VERSION
 

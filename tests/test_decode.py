@@ -142,3 +142,77 @@ def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatc
     cfg = stages.FramesConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="decord")
     with pytest.raises(DecodeError, match="simulated damaged packet"):
         list(stages.frames_with_faces(cfg, NoFaces(), str(vids["face"])))
+
+
+def _gop_clip(path, open_gop: bool = False):  # noqa: ANN001, ANN202
+    """6 s at 10 fps (64x48) of a drifting pattern, H.264 with a keyframe every 5 frames and 3 B-frames
+    (b-pyramid: some B-frames are references, some not); ``open_gop``: leading B-frames of each GOP refer
+    to the GOP before."""
+    import av
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:64, 0:96]
+    base = np.stack([(xx * 3) % 256, (yy * 5) % 256, ((xx + yy) * 2) % 256], -1).astype(np.int16)
+    params = "keyint=5:min-keyint=5:scenecut=0:bframes=3:b-adapt=0:b-pyramid=normal" + (":open-gop=1" if open_gop else "")
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"x264-params": params}
+        for i in range(60):
+            img = base[i % 16 : i % 16 + 48, (2 * i) % 32 : (2 * i) % 32 + 64] + rng.integers(-8, 9, (48, 64, 3))
+            frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
+            frame.pts = i
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    return path
+
+
+@pytest.mark.parametrize("open_gop", [False, True], ids=["closed-gop", "open-gop"])
+def test_pyav_fast_path_takes_the_frames_decoding_every_frame_takes(tmp_path, open_gop):
+    """Keyframe jumps and skipped non-reference frames: the same indices, times and pixels."""
+    from acfd.scanner import decode
+
+    path = str(_gop_clip(tmp_path / "gop.mp4", open_gop))
+    info = probe(path)
+    plan = decode._packet_plan(path)
+    assert plan is not None and len(plan.key) >= 10 and plan.pts != sorted(plan.pts)  # keyframes, B-frames
+    for sampling in (Sampling(fps=1), Sampling(fps=3), Sampling(fps=0.25), Sampling(fps=None, frames=7)):
+        plain = list(decode._frames_pyav_plain(path, info, sampling))
+        fast = list(decode._frames_pyav_fast(path, info, sampling, plan))  # no fallback: it must not give up
+        assert [(f.index, f.time_s) for f in fast] == [(f.index, f.time_s) for f in plain] and len(plain) >= 2
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(fast, plain, strict=True)), sampling
+
+
+def test_pyav_fast_path_that_gives_up_goes_on_decoding_every_frame(tmp_path, monkeypatch):
+    from acfd.scanner import decode
+
+    path = str(_gop_clip(tmp_path / "gop.mp4"))
+    want = [(f.index, f.time_s) for f in open_frames(path, Sampling(fps=2), "pyav")[1]]
+    real = decode._frames_pyav_fast
+
+    def gives_up(*a):  # noqa: ANN002, ANN202
+        it = real(*a)
+        yield next(it)
+        yield next(it)
+        raise decode._NotFast()
+
+    monkeypatch.setattr(decode, "_frames_pyav_fast", gives_up)
+    got = [(f.index, f.time_s) for f in open_frames(path, Sampling(fps=2), "pyav")[1]]
+    assert got == want and len(got) == 12  # the first two from the fast path, none twice, none lost
+
+
+def test_decord_batches_that_grow_give_the_frames_of_fixed_batches(tmp_path):
+    """decord's batches of 1, 2, 4, ... frames (the first one out early) hold the same frames as batches of 8."""
+    import decord
+    from acfd.scanner import decode
+
+    path = str(_gop_clip(tmp_path / "gop.mp4"))
+    info = probe(path)
+    got = {}
+    for chunk in (1, 8):
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        frames = list(decode._frames_decord(vr, info, Sampling(fps=3), chunk=chunk))
+        got[chunk] = [(f.index, f.time_s, f.image.tobytes()) for f in frames]
+    assert got[1] == got[8] and len(got[8]) == 18

@@ -49,10 +49,10 @@ def _eval_scores(tr: Trainer, batch: dict) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The paper preset trained for 10 steps (lr 1e-3) on one batch of 4 real + 4 self-blended fake
+    """The paper preset trained for 10 steps (lr 3e-4; at 1e-3 the run depends on the CPU's kernels: on one AVX-512 machine it collapsed three of four fakes onto the reals) on one batch of 4 real + 4 self-blended fake
     crops of `acfd-train synth` data from a `prepare` cache (64-px crops resized to 32)."""
     torch.manual_seed(0)
-    cfg = resolve_config("paper", image_size=SIZE, batch_size=8, lr=1e-3)
+    cfg = resolve_config("paper", image_size=SIZE, batch_size=8, lr=3e-4)
     tr = Trainer(cfg, FitOptions(out=tmp_path_factory.mktemp("overfit"), progress=False))
     batch = cache_batch(crop_cache(tmp_path_factory))
     assert batch["label"].tolist() == [0] * 4 + [1] * 4 and float(batch["mask"][4:].sum()) > 0

@@ -137,28 +137,29 @@ def test_table_output_neutralises_terminal_escapes():
 # --- writes are refused ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "INSERT INTO meta (key, value) VALUES ('x', 'y')",
-        "UPDATE verdicts SET label = 'real' WHERE label = 'fake'",
-        "DELETE FROM videos",
-        "DROP TABLE detections",
-        "DROP VIEW latest_verdicts",
-        "CREATE TABLE t (x)",
-        "CREATE TEMP TABLE t (x)",
-        "ALTER TABLE videos ADD COLUMN x TEXT",
-        "WITH x AS (SELECT 1) INSERT INTO meta SELECT 'k', 'v' FROM x",
-        "REPLACE INTO meta (key, value) VALUES ('schema_version', '99')",
-        "PRAGMA query_only = OFF",
-        "PRAGMA journal_mode = DELETE",
-        "PRAGMA wal_checkpoint(TRUNCATE)",
-        "VACUUM",
-        "REINDEX",
-        "ANALYZE",
-        "SELECT load_extension('/tmp/x.so')",
-    ],
-)
+# Writes `acfd-scan query` must refuse, changing nothing; tests/test_postgres.py runs them on PostgreSQL too.
+WRITE_ATTEMPTS = [
+    "INSERT INTO meta (key, value) VALUES ('x', 'y')",
+    "UPDATE verdicts SET label = 'real' WHERE label = 'fake'",
+    "DELETE FROM videos",
+    "DROP TABLE detections",
+    "DROP VIEW latest_verdicts",
+    "CREATE TABLE t (x)",
+    "CREATE TEMP TABLE t (x)",
+    "ALTER TABLE videos ADD COLUMN x TEXT",
+    "WITH x AS (SELECT 1) INSERT INTO meta SELECT 'k', 'v' FROM x",
+    "REPLACE INTO meta (key, value) VALUES ('schema_version', '99')",
+    "PRAGMA query_only = OFF",
+    "PRAGMA journal_mode = DELETE",
+    "PRAGMA wal_checkpoint(TRUNCATE)",
+    "VACUUM",
+    "REINDEX",
+    "ANALYZE",
+    "SELECT load_extension('/tmp/x.so')",
+]
+
+
+@pytest.mark.parametrize("sql", WRITE_ATTEMPTS)
 def test_query_refuses_writes_and_changes_nothing(store_copy, sql):
     before, counts = _digest(store_copy), _counts(store_copy)
     r = cli("query", sql, "--db", str(store_copy))
@@ -357,8 +358,13 @@ def doc_queries() -> dict[str, str]:
 
 
 def test_docs_examples_return_the_expected_rows(populated):
+    check_doc_examples(populated.path, populated)
+
+
+def check_doc_examples(db: object, populated) -> None:
+    """Run every example of docs/sql.md on the store ``db`` (``populated``'s contents) and check its rows."""
     queries = doc_queries()
-    ro = open_readonly(populated.path)
+    ro = open_readonly(db)
     try:
         res = {k: run_query(ro, q) for k, q in queries.items()}  # every example runs, read-only
     finally:

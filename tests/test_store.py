@@ -1,4 +1,7 @@
-"""The verdict store's tables, constraints, view and SQLite settings (acfd.schemas.db)."""
+"""The verdict store's tables, constraints, view and SQLite settings (acfd.schemas.db).
+
+The tables, constraints and view are checked on SQLite and on PostgreSQL (a throwaway cluster:
+tests/pg_helpers.py; that case is skipped where PostgreSQL's server is not installed)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 
-@pytest.fixture()
-def store(tmp_path):
-    engine = db.open_store(tmp_path / "s.sqlite")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    where = tmp_path / "s.sqlite" if request.param == "sqlite" else request.getfixturevalue("pg_db")
+    engine = db.open_store(where)
     with db.session(engine) as s, s.begin():
         s.add(db.Model(model_id="m1", path="m.onnx", backend="onnxruntime", meta_json="{}"))
         s.add(db.Scan(model_id="m1", strategy="confident", threshold=9.05))
@@ -36,11 +40,13 @@ def _verdict(s, video: db.Video, score: float | None, label: str, identity: int 
     return vd
 
 
-def test_sqlite_settings(store, tmp_path):
-    with store.connect() as c:
+def test_sqlite_settings(tmp_path):
+    engine = db.open_store(tmp_path / "s.sqlite")
+    with engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
+    engine.dispose()
     assert db.database_url(tmp_path / "x.sqlite") == f"sqlite:///{tmp_path / 'x.sqlite'}"
     assert db.database_url("postgresql://u@h/d") == "postgresql://u@h/d"
 

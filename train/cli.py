@@ -277,19 +277,66 @@ def evaluate(
 
 # -- engines (acfd.engine; owner: engine engineer) ------------------------------------------------
 @main.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, path_type=Path),
+@click.option("--run", "run_dir", type=click.Path(exists=True, path_type=Path),
               help="Training run directory (or its model.safetensors).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --int8: quantise this exported FP32/FP16 .onnx instead of a run.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX file to write (with --run --int8: the FP32 file; its int8 sibling NAME.int8.onnx lands "
+                   "beside it) [with --onnx: NAME.int8.onnx beside it].")
 @click.option("--fp16", is_flag=True, help="FP16 graph (I/O stay uint8/float32): what TensorRT builds FP16 engines from.")
+@click.option("--int8", is_flag=True,
+              help="Also write an int8 artifact (static QDQ quantisation, per-channel weights), calibrated on --calibrate.")
+@click.option("--calibrate", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of real face photos/videos for --int8: faces are cropped the scanner's way.")
+@click.option("--calibrate-crops", default=256, show_default=True, help="Most face crops used to calibrate.")
 @click.option("--embedding", is_flag=True, help="Also output the embedding (or logits) [N,D].")
 @click.option("--exporter", default="auto", show_default=True, type=click.Choice(["auto", "torchscript", "dynamo"]),
               help="auto: TorchScript for FP32, dynamo (torch.export) for FP16.")
 @click.option("--note", default=None, help="Free text for the artifact's model card (what it is for, its terms).")
-def export(run_dir: Path, out: Path, fp16: bool, embedding: bool, exporter: str, note: str | None) -> None:
-    """Export the LQ branch of a run to ONNX (uint8 NHWC crops in, scores and attention out)."""
+def export(
+    run_dir: Path | None, onnx_path: Path | None, out: Path | None, fp16: bool, int8: bool, calibrate: Path | None,
+    calibrate_crops: int, embedding: bool, exporter: str, note: str | None,
+) -> None:  # fmt: skip
+    """Export the LQ branch of a run to ONNX (uint8 NHWC crops in, scores and attention out); --int8 also
+    quantises it (or the --onnx given) to an int8 sibling, NAME.int8.onnx."""
     from acfd.engine.export import export_run
 
-    click.echo(export_run(run_dir, out, fp16=fp16, with_embedding=embedding, exporter=exporter, note=note).summary())
+    if (run_dir is None) == (onnx_path is None):
+        raise click.UsageError("give --run RUN (export a training run) or --onnx FILE (with --int8), not both")
+    if int8 and calibrate is None:
+        raise click.UsageError("--int8 needs --calibrate DIR: a folder of real face photos or videos")
+    if calibrate is not None and not int8:
+        raise click.UsageError("--calibrate is for --int8")
+    if onnx_path is not None and not int8:
+        raise click.UsageError("--onnx FILE is quantised with --int8; to export a run, give --run")
+    if int8 and fp16:
+        raise click.UsageError("--int8 quantises an FP32 graph: leave out --fp16 (an FP16 .onnx given to --onnx is "
+                               "converted to FP32 first)")  # fmt: skip
+    if run_dir is not None:
+        if out is None:
+            raise click.UsageError("--run needs --out FILE.onnx")
+        r = export_run(run_dir, out, fp16=fp16, with_embedding=embedding, exporter=exporter, note=note)
+        click.echo(r.summary())
+        onnx_path = r.path
+    if int8:
+        assert onnx_path is not None and calibrate is not None
+        _export_int8(onnx_path, out if run_dir is None else None, calibrate, calibrate_crops)
+
+
+def _export_int8(src: Path, out: Path | None, calibrate: Path, limit: int) -> None:
+    from acfd.engine.artifact import read_meta
+    from acfd.engine.precision import int8_sibling
+    from acfd.engine.quantize import export_int8
+    from acfd.train.calibrate import calibration_crops
+
+    meta = read_meta(src)
+    cal = calibration_crops(calibrate, meta.input_size, meta.crop_margin, limit=limit)
+    r = export_int8(src, out or int8_sibling(src), cal.crops, source=cal.describe())
+    click.echo(r.summary())
+    if not r.check.within_tolerance:
+        click.echo(f"note: {r.path.name} is outside the int8 fidelity tolerance: `--precision auto` will not run it "
+                   f"in place of {src.name}; `--precision int8` does")  # fmt: skip
 
 
 @main.command()
@@ -314,15 +361,21 @@ def engine(
               help="Training run directory (or its model.safetensors).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for model.onnx, model.fp16.onnx and model.plan.")
+@click.option("--calibrate", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Also write model.int8.onnx, calibrated on this folder of real face photos/videos.")
+@click.option("--calibrate-crops", default=256, show_default=True, help="Most face crops used to calibrate.")
 @_tensorrt_options
 def build(
-    run_dir: Path, out_dir: Path, min_batch: int, opt_batch: int, max_batch: int,
-    workspace_gb: float | None, timing_cache: Path | None,
+    run_dir: Path, out_dir: Path, calibrate: Path | None, calibrate_crops: int, min_batch: int, opt_batch: int,
+    max_batch: int, workspace_gb: float | None, timing_cache: Path | None,
 ) -> None:  # fmt: skip
-    """Export model.onnx (FP32) and model.fp16.onnx, and build model.plan where TensorRT is present."""
+    """Export model.onnx (FP32) and model.fp16.onnx, build model.plan where TensorRT is present, and with
+    --calibrate the int8 sibling model.int8.onnx (for CPUs)."""
     from acfd.engine.export import build_run
 
     r = build_run(run_dir, out_dir, min_batch, opt_batch, max_batch, workspace_gb, timing_cache)
     click.echo(r.onnx_fp32.summary())
     click.echo(r.onnx_fp16.summary())
     click.echo(f"wrote {r.plan}: {r.note}" if r.plan else r.note)
+    if calibrate is not None:
+        _export_int8(r.onnx_fp32.path, None, calibrate, calibrate_crops)
