@@ -35,7 +35,7 @@ from acfd.schemas.errors import AcfdError, OutputClosed, Terminated
 
 from . import timeline
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES
-from .config import DECODERS, DEFAULTS, DETECTORS, DEVICES
+from .config import DECODERS, DEFAULTS, DETECTORS, DEVICES, PRECISIONS
 from .text import printable
 
 EXIT_OK = 0
@@ -282,7 +282,7 @@ def validation_line(state: str) -> str:
 @click.option("--db", default="acfd.sqlite", show_default=True,
               help="Verdict store: an SQLite file or any SQLAlchemy URL.")
 @click.option("--device", type=click.Choice(list(DEVICES)), default=DEFAULTS.device, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "int8", "bf16"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True,
               help="auto: the fastest the model and this CPU allow (int8 with VNNI/AMX where the model is int8 or "
                    "has a NAME.int8.onnx sibling, else FP32); what ran is stored in scans.device_name.")
 @click.option("--fps", type=float, default=None, help="Frames sampled per second of video [default: 1].")

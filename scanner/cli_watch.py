@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES
-from .config import DEFAULTS, DETECTORS, DEVICES
+from .config import DEFAULTS, DETECTORS, DEVICES, PRECISIONS
 from .text import printable
 from .watch import DEFAULT_RECONNECT, DEFAULT_WINDOW_S, WATCH_TIMEOUT_S
 
@@ -50,6 +50,8 @@ def _seconds(what: str) -> Any:
               help="Model artifact as for a scan [env ACFD_MODEL; default: the packaged starter model].")
 @click.option("--db", default="acfd.sqlite", show_default=True, help="Verdict store: an SQLite file or any SQLAlchemy URL.")
 @click.option("--device", type=click.Choice(list(DEVICES)), default=DEFAULTS.device, show_default=True)
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True,
+              help="The model's arithmetic on a CPU, as for a scan (auto: the fastest the model and this CPU allow).")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.fps, show_default=True,
               help="Frames sampled per second of stream.")
 @click.option("--jsonl", type=click.File("w", lazy=False), default=None,

@@ -20,6 +20,8 @@ class ScanError(AcfdError):
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DECODERS: tuple[str, ...] = ("auto", "decord", "pyav")
+# The model's arithmetic on a CPU (acfd.engine.precision): auto picks the fastest the artifact and CPU allow.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "int8", "bf16")
 # BlazeFace models: full range, short range, or auto = full range, then short range on a frame where
 # full range finds no face (acfd.scanner.faces)
 DETECTORS: tuple[str, ...] = ("full", "short", "auto")

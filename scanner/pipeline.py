@@ -32,7 +32,7 @@ from acfd.schemas.settings import error_key, verdict_key
 
 from . import timeline
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale
-from .config import DEFAULTS, ScanError
+from .config import DEFAULTS, PRECISIONS, ScanError
 from .decode import Sampling
 from .discover import Candidate, display_path
 from .faces import DETECTOR_MODES
@@ -128,8 +128,7 @@ class ScanConfig:
             from .ray_exec import check_config
 
             check_config(self.ray)
-        if self.precision not in ("auto", "fp32", "int8", "bf16"):
-            raise ScanError(f"unknown precision {self.precision!r}: choose auto, fp32, int8 or bf16")
+        _check_precision(self.precision)
         if self.batch_size is not None and self.batch_size < 1:
             raise ScanError("batch size must be at least 1")
         if self.workers is not None and self.workers < 0:
@@ -208,6 +207,11 @@ def _check_list(path: str) -> None:
             pass
     except OSError as e:
         raise ScanError(f"cannot read --files-from {shown}: {e.strerror or e}") from e
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ScanError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
 
 
 def _is_terminal(path: str) -> bool:

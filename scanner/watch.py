@@ -166,6 +166,7 @@ class WatchConfig:
     window_s: float = DEFAULT_WINDOW_S
     duration_s: float | None = None  # stop after this much wall time; None: until every stream ended or gave up
     device: str = DEFAULTS.device
+    precision: str = "auto"  # as a scan's --precision (acfd.engine.precision)
     fps: float = DEFAULTS.fps
     batch_size: int | None = None  # None: the backend's max batch, else 32 (GPU) / 4 (CPU), as a scan
     in_process: bool = False  # the frames stages in threads of this process (no isolation; tests, debugging)
@@ -183,10 +184,11 @@ class WatchConfig:
     drain_s: float = DRAIN_S  # at a stop, how long faces still being scored are waited for
 
     def __post_init__(self) -> None:
-        from .pipeline import MIN_WORKER_MEMORY_MB
+        from .pipeline import MIN_WORKER_MEMORY_MB, _check_precision
 
         if not self.sources:
             raise ScanError("give at least one source to watch (a file, a playlist or a URL)")
+        _check_precision(self.precision)
         streams = self.streams  # validates each source
         keys = [s.key for s in streams]
         for i, k in enumerate(keys):
@@ -510,7 +512,7 @@ class Watcher:
 
         self.starter = False
         if backend is None:
-            loaded = load_model(cfg.model, cfg.device, progress)
+            loaded = load_model(cfg.model, cfg.device, progress, precision=cfg.precision)
             backend, self.starter = loaded.backend, loaded.starter
             cfg = dataclasses.replace(cfg, model=loaded.spec)
         self.cfg = cfg

@@ -332,3 +332,9 @@ def test_scan_precision_option(pair: tuple[Path, Path, object], tmp_path: Path) 
     assert rows[1][1].endswith("; fp32 (fp32: fp32 artifact)") and '"precision": "fp32"' in rows[1][2]
     r = CliRunner().invoke(main, [*args, "--model", str(fp32), "--precision", "int4"])
     assert r.exit_code == 4 and "'int4' is not one of" in r.output  # bad arguments: exit 4
+    # watch takes the same option and refuses the same mismatch before it opens any stream
+    r = CliRunner().invoke(main, ["watch", str(video), "--db", str(tmp_path / "w.sqlite"), "--model", str(lone),
+                                  "--precision", "int8", "--duration", "5s"])
+    assert r.exit_code == 4 and "--precision int8: " in r.output and "no int8 sibling lone.int8.onnx" in r.output
+    assert not (tmp_path / "w.sqlite").exists() or sqlite3.connect(tmp_path / "w.sqlite").execute(
+        "SELECT COUNT(*) FROM windows").fetchone() == (0,)
