@@ -24,6 +24,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta, threshold_problem
 from acfd.schemas.card import CardError, ModelCard
@@ -158,6 +159,32 @@ def write_meta(src: str | os.PathLike[str], dst: str | os.PathLike[str], meta: A
     finally:
         tmp.unlink(missing_ok=True)
     return dst
+
+
+def save_checked_onnx(model: Any, meta: ArtifactMeta, out: Path, what: str, form: str | None = None) -> None:
+    """Attach ``meta`` to the ONNX ``model``, run the full ONNX check, write ``out`` atomically (only a
+    checked file lands there). ``what`` names the graph in the error; ``form`` describes it in the doc
+    string (default: its precision)."""
+    import onnx
+
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {META_KEY: meta.to_json()})
+    model.producer_name = "acfd"
+    model.producer_version = meta.project_version
+    model.doc_string = (
+        f"acfd LQ branch ({meta.preset}, {form or meta.precision}): uint8 crops [N,{meta.input_size},"
+        f"{meta.input_size},3] RGB -> score [N] ({meta.score}); fake if score > {meta.threshold}"
+    )
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ArtifactError(f"{what} fails the ONNX check: {e}") from e
+    tmp = out.with_name(out.name + ".partial")
+    try:
+        onnx.save(model, str(tmp))
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_onnx(src: Path, tmp: Path, meta: ArtifactMeta) -> None:

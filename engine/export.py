@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta, project_version
+from acfd.schemas.artifact import ArtifactError, ArtifactMeta, project_version
 from acfd.schemas.card import ModelCard
 from torch import Tensor, nn
 
+from .artifact import save_checked_onnx
 from .backends import OrtBackend, load_branch, read_onnx_meta
 from .scorer import CropScorer
 from .signature import ATTENTION_NAME, INPUT_NAME, SCORE_NAME
@@ -143,21 +144,7 @@ def _finish(tmp: Path, out: Path, meta: ArtifactMeta) -> None:
     """Attach the metadata, run the full ONNX check, write ``out`` (only a checked file lands there)."""
     import onnx
 
-    model = onnx.load(str(tmp))
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {META_KEY: meta.to_json()})
-    model.producer_name = "acfd"
-    model.producer_version = meta.project_version
-    model.doc_string = (
-        f"acfd LQ branch ({meta.preset}, {meta.precision}): uint8 crops [N,{meta.input_size},"
-        f"{meta.input_size},3] RGB -> score [N] ({meta.score}); fake if score > {meta.threshold}"
-    )
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ArtifactError(f"the exported graph fails the ONNX check: {e}") from e
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
+    save_checked_onnx(onnx.load(str(tmp)), meta, out, "the exported graph")
 
 
 # -- checks ----------------------------------------------------------------------------------------

@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from acfd.schemas.artifact import META_KEY, ArtifactError, ArtifactMeta, project_version
+from acfd.schemas.artifact import ArtifactError, ArtifactMeta, project_version
 from acfd.schemas.card import ModelCard
 
+from .artifact import save_checked_onnx
 from .convert import float32_model
 from .signature import ATTENTION_NAME, INPUT_NAME, SCORE_NAME
 
@@ -304,7 +305,7 @@ def export_int8(
                   "int8_flips": f"{check.flips}/{check.n}", "fp32_noise_floor_spearman": f"{floor.spearman:.6f}",
                   "int8_within_tolerance": "yes" if check.within_tolerance else "no"})  # fmt: skip
     qmeta = replace(qmeta, extra=extra)
-    _write(qmodel, qmeta, out)
+    save_checked_onnx(qmodel, qmeta, out, "the int8 graph", form="int8 QDQ")
     from .backends import read_onnx_meta
 
     return Int8Result(out, read_onnx_meta(out), len(cal_idx), check, time.perf_counter() - t0, floor)
@@ -419,27 +420,3 @@ def _fold_each_batch() -> Iterator[None]:
         yield
     finally:
         HistogramCalibrater.collect_data = original  # type: ignore[method-assign]
-
-
-def _write(model: Any, meta: ArtifactMeta, out: Path) -> None:
-    """Attach the metadata, run the ONNX check, write ``out`` atomically (only a checked file lands)."""
-    import onnx
-
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {META_KEY: meta.to_json()})
-    model.producer_name = "acfd"
-    model.producer_version = meta.project_version
-    model.doc_string = (
-        f"acfd LQ branch ({meta.preset}, int8 QDQ): uint8 crops [N,{meta.input_size},{meta.input_size},3] "
-        f"RGB -> score [N] ({meta.score}); fake if score > {meta.threshold}"
-    )
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ArtifactError(f"the int8 graph fails the ONNX check: {e}") from e
-    tmp = out.with_name(out.name + ".partial")
-    try:
-        onnx.save(model, str(tmp))
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
