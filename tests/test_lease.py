@@ -175,6 +175,15 @@ def thread_errors(monkeypatch):
     return seen
 
 
+def _until(cond, timeout_s: float = 10.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_a_renewal_on_a_locked_database_is_skipped_not_raised(tmp_path, thread_errors):
     path = tmp_path / "locked.sqlite"
     st = _store(path, busy_timeout_ms=30)  # give up on the lock quickly
@@ -184,13 +193,13 @@ def test_a_renewal_on_a_locked_database_is_skipped_not_raised(tmp_path, thread_e
         locker.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
         try:
             with st.hold_lease(sid, lease_s=0.3) as holder:
-                time.sleep(0.45)
-                assert holder.failed >= 2 and holder.renewed == 0
+                # ticks every 0.1 s; waited for, not slept for: a loaded machine runs fewer ticks per second
+                assert _until(lambda: holder.failed >= 2), holder
+                assert holder.renewed == 0
                 assert "locked" in holder.last_error
                 locker.execute("COMMIT")  # the lock goes away: the next tick renews
                 t_free = db.utcnow()
-                time.sleep(0.35)
-                assert holder.renewed >= 1
+                assert _until(lambda: holder.renewed >= 1), holder
                 assert _lease(st, sid) > t_free + dt.timedelta(seconds=0.25)
         finally:
             locker.close()
