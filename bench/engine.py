@@ -128,6 +128,19 @@ def drift(score: np.ndarray, ref: np.ndarray, threshold: float) -> dict[str, flo
     }
 
 # -- precisions (issue 15) -------------------------------------------------------------------------
+def torch_call(scorer: Callable[..., object], crops: np.ndarray) -> Callable[[], object]:
+    """One timed call of a torch scorer on ``crops`` (inference mode), for :func:`interleaved`."""
+    import torch
+
+    xt = torch.from_numpy(crops)
+
+    def call() -> object:
+        with torch.inference_mode():
+            return scorer(xt)
+
+    return call
+
+
 def interleaved(fns: dict[str, Callable[[], object]], n: int, rounds: int, seconds: float) -> dict[str, list[float]]:
     """crops/s of each fn (one call = n crops) in interleaved rounds: the load of a shared machine
     changes by the minute, so ratios are taken round by round."""
@@ -263,14 +276,8 @@ def precision_section(args: argparse.Namespace, work: Path) -> dict:
     skip_bf16 = "" if cpu.fast_bf16 else f"skipped: this CPU has {cpu.bf16_reason()}"
     if not skip_bf16:
         scorer16 = CropScorer(copy.deepcopy(branch), meta, torch.bfloat16).eval().to(memory_format=torch.channels_last)
-        xt = torch.from_numpy(x)
-
-        def run_torch(sc: torch.nn.Module) -> None:
-            with torch.inference_mode():
-                sc(xt)
-
-        fns["torch fp32"] = lambda: run_torch(scorer32)
-        fns["torch bf16 (oneDNN)"] = lambda: run_torch(scorer16)
+        fns["torch fp32"] = torch_call(scorer32, x)
+        fns["torch bf16 (oneDNN)"] = torch_call(scorer16, x)
     per = interleaved(fns, n, args.rounds, args.seconds / 2)
     speed = {"input_size": 299, "rounds": per, "crops_per_s": {k: statistics.median(v) for k, v in per.items()},
              "int8_over_fp32": ratio(per, "ort int8", "ort fp32"), "int8_check_random_weights": q.check.to_dict(),
@@ -335,14 +342,8 @@ def precision_section(args: argparse.Namespace, work: Path) -> dict:
                     self.score, self.attention = o[0], o[1]
 
             compare("bf16 vs fp32 (torch)", Out(o16), Out(o32))
-            xt16 = torch.from_numpy(xs)
-
-            def run_t(sc: torch.nn.Module) -> None:
-                with torch.inference_mode():
-                    sc(xt16)
-
-            sfns["torch fp32"] = lambda: run_t(t32)
-            sfns["torch bf16 (oneDNN)"] = lambda: run_t(t16)
+            sfns["torch fp32"] = torch_call(t32, xs)
+            sfns["torch bf16 (oneDNN)"] = torch_call(t16, xs)
         sper = interleaved(sfns, n, args.rounds, args.seconds / 2)
     out["starter"] = {
         "model": str(STARTER), "input_size": smeta.input_size, "threshold": thr,

@@ -54,3 +54,11 @@ def pg_db(postgres_cluster) -> Iterator[str]:
     name = postgres_cluster.create_database()
     yield postgres_cluster.url(name)
     postgres_cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The two scan test models (tests/scan_helpers.py: a fake-scoring and a real-scoring ONNX), made once."""
+    from tests import scan_helpers as H
+
+    return H.make_models(tmp_path_factory.mktemp("models"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -49,16 +50,14 @@ def make_model(out: Path, bias: float, gain: float = 1.0) -> Path:
 
 FAKE_BIAS = 15.0  # every face scores about 15 > 9.05: fake
 REAL_BIAS = 1.0  # every face scores about 1: real
-_MODELS: dict[str, Path] = {}
+def make_models(d: Path) -> dict[str, Path]:
+    """The two test models in ``d`` (the session fixture ``models`` in conftest.py makes them once)."""
+    return {"fake": make_model(d / "fake.onnx", FAKE_BIAS), "real": make_model(d / "real.onnx", REAL_BIAS)}
 
 
-def models(tmp_path_factory) -> dict[str, Path]:  # noqa: ANN001
-    """The two test models, exported once per test session (several test modules share them)."""
-    if not _MODELS:
-        d = tmp_path_factory.mktemp("models")
-        _MODELS["fake"] = make_model(d / "fake.onnx", FAKE_BIAS)
-        _MODELS["real"] = make_model(d / "real.onnx", REAL_BIAS)
-    return _MODELS
+def cli(*args: object) -> list[str]:
+    """``acfd-scan ARGS`` as a subprocess command line, run by this interpreter."""
+    return [sys.executable, "-m", "acfd.scanner", *map(str, args)]
 
 
 def expected_score(crop: np.ndarray, bias: float, gain: float = 1.0) -> float:

@@ -136,11 +136,6 @@ def test_a_million_lines_stream_in_little_memory(tmp_path) -> None:  # noqa: ANN
 
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):  # noqa: ANN001, ANN201
-    return H.models(tmp_path_factory)
-
-
 def _rows(db: Path) -> dict[str, tuple]:
     with sqlite3.connect(db) as c:
         return {p: (s, e) for p, s, e in c.execute("SELECT path, status, error FROM videos")}

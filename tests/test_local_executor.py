@@ -265,14 +265,13 @@ def test_closing_the_stream_early_stops_the_workers(tmp_path: Path) -> None:
     assert not any(t.name == "acfd-engine" and t.is_alive() for t in threading.enumerate())
 
 
-def test_in_process_workers_give_the_process_pool_results(tmp_path: Path, tmp_path_factory) -> None:  # noqa: ANN001
+def test_in_process_workers_give_the_process_pool_results(tmp_path: Path, models: dict) -> None:
     """The real frames stage, once in worker processes and once in this process: the same rows."""
     from acfd.engine.runtime import load
     from acfd.scanner.pipeline import ScanConfig, Scanner
 
     from tests import scan_helpers as H
 
-    models = H.models(tmp_path_factory)
     (tmp_path / "v").mkdir()
     H.face_video(tmp_path / "v" / "face.mp4", n=6)
     H.two_face_video(tmp_path / "v" / "two.mp4")

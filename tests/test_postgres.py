@@ -540,17 +540,8 @@ def test_report_is_the_same_page_as_from_sqlite(populated_pg, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return H.face_video(tmp_path_factory.mktemp("clip") / "clip.mp4", n=12, fps=10)
-
-
-def _scan_cmd(*args: object) -> list[str]:
-    return [sys.executable, "-m", "acfd.scanner", *map(str, args)]
 
 
 def _count(url: str, sql: str) -> int:
@@ -567,7 +558,7 @@ def test_sigkill_then_restart_loses_and_duplicates_nothing(pg_db, tmp_path, clip
     for i in range(6):
         shutil.copy(clip, d / f"clip{i}.mp4")
     url = PG.with_password(pg_db, SECRET)
-    args = _scan_cmd(d, "--model", models["fake"], "--db", url, "--every-frame", "--workers", 1, "-q")
+    args = H.cli(d, "--model", models["fake"], "--db", url, "--every-frame", "--workers", 1, "-q")
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and p.poll() is None and _count(pg_db, "SELECT COUNT(*) FROM videos") < 2:
@@ -604,7 +595,7 @@ def test_two_scans_write_one_new_database_at_once(pg_db, tmp_path, clip, models)
         dirs.append(d)
     url = PG.with_password(pg_db, SECRET)
     procs = [
-        subprocess.Popen(_scan_cmd(d, "--model", models["fake"], "--db", url, "--workers", 1, "-q", "--fps", 5),
+        subprocess.Popen(H.cli(d, "--model", models["fake"], "--db", url, "--workers", 1, "-q", "--fps", 5),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for d in dirs
     ]  # fmt: skip

@@ -70,11 +70,6 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return H.face_video(tmp_path_factory.mktemp("rayclip") / "clip.mp4", n=12, fps=10)
 
@@ -197,10 +192,6 @@ def test_killed_actors_are_retried_nothing_lost_or_twice(tmp_path, cluster, mode
     ) == [(n * 40,)]
 
 
-def _cli(*args: object) -> list[str]:
-    return [sys.executable, "-m", "acfd.scanner", *map(str, args)]
-
-
 def test_killed_driver_then_rerun_resumes(tmp_path, cluster, models, long_clip):
     d = tmp_path / "v"
     d.mkdir()
@@ -208,7 +199,7 @@ def test_killed_driver_then_rerun_resumes(tmp_path, cluster, models, long_clip):
     for i in range(n):
         shutil.copy(long_clip, d / f"clip{i}.mp4")
     dbp = tmp_path / "k.sqlite"
-    args = _cli(d, "--model", models["fake"], "--db", dbp, "--every-frame", "-q", "--ray", cluster.address)
+    args = H.cli(d, "--model", models["fake"], "--db", dbp, "--every-frame", "-q", "--ray", cluster.address)
     env = {**os.environ, **ENV}
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120
@@ -267,7 +258,7 @@ def test_ray_missing_is_one_line_exit_4(tmp_path, clip):
     assert r.returncode == 4
     assert r.stderr.strip() == "Error: --ray needs Ray: pip install 'acfd[ray]'"
     r = subprocess.run(
-        _cli(clip, "--db", tmp_path / "m.sqlite", "--ray", tmp_path),
+        H.cli(clip, "--db", tmp_path / "m.sqlite", "--ray", tmp_path),
         capture_output=True,
         text=True,
         timeout=60,

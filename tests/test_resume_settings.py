@@ -13,11 +13,6 @@ from tests import scan_helpers as H
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("v")
     H.face_video(d / "face.mp4", n=6, fps=6)

@@ -100,11 +100,10 @@ def test_the_scanners_decoder_gets_every_frame_even_when_it_reads_slowly(rtsp_ur
     assert times == pytest.approx([i / FPS for i in range(N_FRAMES)], abs=1e-3)
 
 
-def test_acfd_scan_reads_an_rtsp_url(rtsp_url, tmp_path_factory, tmp_path):
+def test_acfd_scan_reads_an_rtsp_url(rtsp_url, models, tmp_path):
     _needs_url_support()
     from acfd.scanner.cli import main
 
-    models = H.models(tmp_path_factory)
     db = tmp_path / "rtsp.sqlite"
     r = CliRunner().invoke(main, [rtsp_url, "--model", str(models["fake"]), "--db", str(db),
                                   "--workers", "0", "--fps", "2", "-q"])

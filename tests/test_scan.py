@@ -25,11 +25,6 @@ from tests.media import write_video
 FAKE_BIAS = H.FAKE_BIAS
 
 
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("archive")

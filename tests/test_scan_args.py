@@ -15,11 +15,6 @@ from tests import scan_helpers as H
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return H.face_video(tmp_path_factory.mktemp("clip") / "clip.mp4", n=6, fps=6)
 

@@ -22,11 +22,6 @@ NO_WRITE_CAPS = "-dac_override,-dac_read_search,-fowner"
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("clips")
     for i in range(4):

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -19,18 +18,9 @@ from tests import scan_helpers as H
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return H.face_video(tmp_path_factory.mktemp("clip") / "clip.mp4", n=12, fps=10)
-
-
-def _cli(*args: object) -> list[str]:
-    return [sys.executable, "-m", "acfd.scanner", *map(str, args)]
 
 
 def test_crash_hang_and_oom_become_error_rows(tmp_path, clip, models):
@@ -57,7 +47,7 @@ def test_sigkill_then_restart_loses_and_duplicates_nothing(tmp_path, clip, model
     for i in range(6):
         shutil.copy(clip, d / f"clip{i}.mp4")
     dbp = tmp_path / "k.sqlite"
-    args = _cli(d, "--model", models["fake"], "--db", dbp, "--every-frame", "--workers", 1, "-q")
+    args = H.cli(d, "--model", models["fake"], "--db", dbp, "--every-frame", "--workers", 1, "-q")
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     n = 0
@@ -100,7 +90,7 @@ def test_two_scans_write_one_database_at_once(tmp_path, clip, models):
         dirs.append(d)
     dbp = tmp_path / "shared.sqlite"
     procs = [
-        subprocess.Popen(_cli(d, "--model", models["fake"], "--db", dbp, "--workers", 1, "-q", "--fps", 5),
+        subprocess.Popen(H.cli(d, "--model", models["fake"], "--db", dbp, "--workers", 1, "-q", "--fps", 5),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for d in dirs
     ]
@@ -120,7 +110,7 @@ def test_unreadable_file(tmp_path, clip, models):
     locked = d / "locked.mp4"
     shutil.copy(clip, locked)
     locked.chmod(0)
-    args = _cli(d, "--model", models["fake"], "--db", tmp_path / "u.sqlite", "--workers", 1, "-q")
+    args = H.cli(d, "--model", models["fake"], "--db", tmp_path / "u.sqlite", "--workers", 1, "-q")
     if os.geteuid() == 0:
         # root reads anything (CAP_DAC_OVERRIDE): run the scan without that capability instead
         setpriv = shutil.which("setpriv")

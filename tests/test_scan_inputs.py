@@ -14,11 +14,6 @@ from tests import scan_helpers as H
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX only")
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
 def _scan(*args: object) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "acfd.scanner", *map(str, args), "--workers", "0", "-q", "--frames", "2"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)

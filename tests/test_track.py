@@ -32,7 +32,6 @@ from acfd.scanner.track import (
     tracker,
 )
 
-from tests import scan_helpers as H
 from tests.identity_helpers import astronaut_head, cameraman_head, canvas, hopper_head
 from tests.media import astronaut, write_video
 
@@ -444,11 +443,6 @@ def test_appearance_method_keeps_people_who_swap_places_apart():
 
 
 # --- end to end ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
 
 
 def test_scan_stores_one_identity_for_a_face_that_jumps(models, tmp_path):

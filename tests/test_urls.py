@@ -26,11 +26,6 @@ REFUSED = ": acfd-scan reads http, https, rtsp, rtmp, srt, udp"
 PASSWORD = "s3cr3t-Pw"
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
 def faststart_video(path: Path, n: int, fps: int = 10) -> Path:
     """A face clip whose index (moov) comes first, as streaming servers serve MP4."""
     from tests.media import moving_face_frames

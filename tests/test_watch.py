@@ -46,11 +46,6 @@ WINDOW_FIELDS = {"type", "source", "window_index", "label", "score", "threshold"
                  "model_validation", "strategy"}
 
 
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return H.models(tmp_path_factory)
-
-
 # -- a live HLS stream, written in real time --------------------------------------------------------------
 
 class LiveHLS:
