@@ -242,14 +242,11 @@ def precision_section(args: argparse.Namespace, work: Path) -> dict:
     """int8 and bf16 against FP32: speed at 299 px and fidelity with the trained starter model."""
     import copy
 
-    import onnx
     import torch
     from acfd.engine import runtime
-    from acfd.engine.backends import read_onnx_meta
     from acfd.engine.cpu import detect
     from acfd.engine.export import CropScorer, export_onnx
-    from acfd.engine.quantize import export_int8, fidelity, float32_model
-    from acfd.train.calibrate import calibration_crops
+    from acfd.engine.quantize import export_int8
 
     cpu = detect()
     t_threads = args.precision_threads
@@ -259,6 +256,8 @@ def precision_section(args: argparse.Namespace, work: Path) -> dict:
     n = args.exp_batch
 
     # 1. speed, 299 px (random-init paper preset: speed does not depend on the weights)
+    if args.fidelity_only:
+        return fidelity_part(args, work, out, t_threads, n, "" if cpu.fast_bf16 else f"skipped: this CPU has {cpu.bf16_reason()}")
     faces, source = face_crops(299, args.int8_crops, args.faces)
     branch, meta = paper_branch(faces[:8])
     p32 = export_onnx(branch, meta, work / "paper299.onnx")
@@ -291,30 +290,60 @@ def precision_section(args: argparse.Namespace, work: Path) -> dict:
         print(f"  {k:<22} {v:7.2f} crops/s", flush=True)
     print(f"  int8 / fp32 (ORT, interleaved, batch {n}, {args.rounds} rounds): {speed['int8_over_fp32']:.2f}x", flush=True)
 
-    # 2. fidelity with the trained starter model: its FP32 conversion vs int8, calibrated on photos,
-    # measured on video frames (other media, the scanner's usual input)
-    if not STARTER.is_file() or not FACE_VIDEOS.is_dir() or not FACE_DIRS[0].is_dir():
-        out["starter"] = {"skipped": "starter model or ../shared/data/faces missing"}
+    return fidelity_part(args, work, out, t_threads, n, skip_bf16)
+
+
+def fidelity_part(args: argparse.Namespace, work: Path, out: dict, t_threads: int, n: int, skip_bf16: str) -> dict:
+    """Fidelity with trained models: the starter (its FP32 conversion) and --trained (e.g. bench/model299.sh),
+    int8 vs FP32, calibrated on photos, measured on video frames (other media, the scanner's usual input)."""
+    if not FACE_VIDEOS.is_dir() or not FACE_DIRS[0].is_dir():
+        out["starter"] = {"skipped": "../shared/data/faces missing"}
         return out
-    smeta = read_onnx_meta(STARTER)
-    s32 = work / "starter32.onnx"
-    onnx.save(with_precision(float32_model(onnx.load(str(STARTER))), "fp32", "starter.onnx FP16 -> FP32"), str(s32))
+    models = {"starter": STARTER} if STARTER.is_file() and not args.no_starter else {}
+    if args.trained:
+        models["trained"] = args.trained
+    for label, path in models.items():
+        out[label] = trained_fidelity(label, path, args, work, t_threads, n, skip_bf16)
+    return out
+
+
+def trained_fidelity(label: str, path: Path, args: argparse.Namespace, work: Path, t_threads: int, n: int,
+                     skip_bf16: str) -> dict:
+    """int8 (and bf16) against FP32 for one trained ONNX artifact (FP16 ones through their FP32 conversion,
+    the FP16 graph measured beside them): fidelity on real video face crops and their self-blends, next to
+    the model's own noise floor (FP32 with every pixel moved by at most one grey level), and crops/s."""
+    import copy
+
+    import onnx
+    import torch
+    from acfd.engine import runtime
+    from acfd.engine.backends import read_onnx_meta
+    from acfd.engine.export import CropScorer
+    from acfd.engine.quantize import export_int8, fidelity, float32_model
+    from acfd.train.calibrate import calibration_crops
+
+    smeta = read_onnx_meta(path)
+    s32 = work / f"{label}32.onnx"
+    fp16 = smeta.precision == "fp16"
+    if fp16:
+        onnx.save(with_precision(float32_model(onnx.load(str(path))), "fp32", f"{path.name} FP16 -> FP32"), str(s32))
+    else:
+        s32.write_bytes(path.read_bytes())  # a copy: its int8 sibling is written beside it, in the work folder
     cal = calibration_crops(FACE_DIRS[0], smeta.input_size, smeta.crop_margin, limit=256)
     real, blends, held = video_face_crops(FACE_VIDEOS, smeta.input_size, smeta.crop_margin)
-    sq = export_int8(s32, work / "starter32.int8.onnx", cal.crops, source=cal.describe())
-    print(f"  starter: {sq.summary()}", flush=True)
+    sq = export_int8(s32, work / f"{label}32.int8.onnx", cal.crops, source=cal.describe())
+    print(f"  {label}: {sq.summary()}", flush=True)
     crops = np.concatenate([real, blends])
     sets = {"real": slice(0, len(real)), "self-blends": slice(len(real), len(crops)), "both": slice(0, len(crops))}
+    fid: dict = {}
     with (runtime.load(s32, device="cpu", precision="fp32", threads=t_threads) as f32,
-          runtime.load(s32, device="cpu", precision="int8", threads=t_threads) as i8,
-          runtime.load(STARTER, device="cpu", precision="artifact", threads=t_threads) as f16):  # fmt: skip
-        r32, r8, r16 = f32.infer(crops), i8.infer(crops), f16.infer(crops)
+          runtime.load(s32, device="cpu", precision="int8", threads=t_threads) as i8):  # fmt: skip
+        r32, r8 = f32.infer(crops), i8.infer(crops)
         noisy = np.clip(crops.astype(np.int16) + np.random.default_rng(0).integers(-1, 2, crops.shape), 0, 255)
         rn = f32.infer(noisy.astype(np.uint8))
         xs = np.ascontiguousarray(crops[:n])
         sfns: dict[str, Callable[[], object]] = {
-            "ort fp16 graph": lambda: f16.infer(xs), "ort fp32 (converted)": lambda: f32.infer(xs),
-            "ort int8": lambda: i8.infer(xs),
+            "ort fp32" + (" (converted)" if fp16 else ""): lambda: f32.infer(xs), "ort int8": lambda: i8.infer(xs),
         }  # fmt: skip
         thr = smeta.threshold
 
@@ -322,10 +351,12 @@ def precision_section(args: argparse.Namespace, work: Path) -> dict:
             for k, sl in sets.items():
                 fid[f"{name}, {k}"] = fidelity(a.score[sl], b.score[sl], thr, a.attention[sl], b.attention[sl])  # type: ignore[attr-defined]
 
-        fid: dict = {}
         compare("int8 vs fp32", r8, r32)
-        compare("fp16 vs fp32", r16, r32)
         compare("fp32 +-1 grey level", rn, r32)
+        f16 = runtime.load(path, device="cpu", precision="artifact", threads=t_threads) if fp16 else None
+        if f16 is not None:
+            compare("fp16 vs fp32", f16.infer(crops), r32)
+            sfns["ort fp16 graph"] = lambda: f16.infer(xs)  # type: ignore[union-attr]
         bf16_note = skip_bf16
         if not skip_bf16:
             tb = starter_as_torch(onnx.load(str(s32)), smeta)
@@ -345,22 +376,26 @@ def precision_section(args: argparse.Namespace, work: Path) -> dict:
             sfns["torch fp32"] = torch_call(t32, xs)
             sfns["torch bf16 (oneDNN)"] = torch_call(t16, xs)
         sper = interleaved(sfns, n, args.rounds, args.seconds / 2)
-    out["starter"] = {
-        "model": str(STARTER), "input_size": smeta.input_size, "threshold": thr,
+        if f16 is not None:
+            f16.close()
+    k32 = next(k for k in sfns if k.startswith("ort fp32"))
+    res = {
+        "model": str(path), "input_size": smeta.input_size, "threshold": thr,
         "calibration": cal.describe(), "held_out": held, "export_check": sq.check.to_dict(),
         "fidelity": {k: v.to_dict() for k, v in fid.items()}, "bf16": bf16_note or "measured",
         "fp32_scores": {k: {"p5": float(np.percentile(r32.score[sl], 5)), "median": float(np.median(r32.score[sl])),
                             "p95": float(np.percentile(r32.score[sl], 95)), "above_threshold": int(np.sum(r32.score[sl] > thr)),
                             "n": int(r32.score[sl].shape[0])} for k, sl in sets.items()},
         "speed_rounds": sper, "crops_per_s": {k: statistics.median(v) for k, v in sper.items()},
-        "fp32_over_fp16_graph": ratio(sper, "ort fp32 (converted)", "ort fp16 graph"),
-        "int8_over_fp32": ratio(sper, "ort int8", "ort fp32 (converted)"),
+        "int8_over_fp32": ratio(sper, "ort int8", k32),
     }  # fmt: skip
+    if f16 is not None:
+        res["fp32_over_fp16_graph"] = ratio(sper, k32, "ort fp16 graph")
     for k, v in fid.items():
-        print(f"  starter {k}: {v.line()}", flush=True)
+        print(f"  {label} {k}: {v.line()}", flush=True)
     if skip_bf16:
         print(f"  bf16 {skip_bf16}", flush=True)
-    return out
+    return res
 
 
 def paper_branch(crops: np.ndarray) -> tuple[object, object]:
@@ -383,34 +418,39 @@ def paper_branch(crops: np.ndarray) -> tuple[object, object]:
 
 
 def print_precision(p: dict) -> None:
-    sp = p["speed_299"]
-    print(f"\nprecisions on {p['cpu']['model']} ({' '.join(p['cpu']['flags']) or 'no listed flags'}; {p['threads']} "
-          f"threads, batch {p['batch']}, interleaved rounds)")  # fmt: skip
-    print(f"{'299 px, random-init paper preset':<40}{'crops/s':>9}")
-    for k, v in sp["crops_per_s"].items():
-        print(f"{k:<40}{v:>9.2f}")
-    print(f"int8 / fp32 (ORT): {sp['int8_over_fp32']:.2f}x (every conv int8: {sp['int8_every_conv_over_fp32']:.2f}x)" + (
-        f"; bf16 / torch fp32: {sp['bf16_over_torch_fp32']:.2f}x; bf16 / ORT fp32: {sp['bf16_over_ort_fp32']:.2f}x"
-        if "bf16_over_torch_fp32" in sp else ""))  # fmt: skip
-    st = p.get("starter", {})
-    if "skipped" in st:
-        print(f"starter fidelity: {st['skipped']}")
+    sp = p.get("speed_299")
+    if sp is None:
+        print(f"\nprecisions on {p['cpu']['model']}: fidelity only ({p['threads']} threads)")
+    else:
+        print(f"\nprecisions on {p['cpu']['model']} ({' '.join(p['cpu']['flags']) or 'no listed flags'}; "
+              f"{p['threads']} threads, batch {p['batch']}, interleaved rounds)")  # fmt: skip
+        print(f"{'299 px, random-init paper preset':<40}{'crops/s':>9}")
+        for k, v in sp["crops_per_s"].items():
+            print(f"{k:<40}{v:>9.2f}")
+        print(f"int8 / fp32 (ORT): {sp['int8_over_fp32']:.2f}x (every conv int8: {sp['int8_every_conv_over_fp32']:.2f}x)" + (
+            f"; bf16 / torch fp32: {sp['bf16_over_torch_fp32']:.2f}x; bf16 / ORT fp32: {sp['bf16_over_ort_fp32']:.2f}x"
+            if "bf16_over_torch_fp32" in sp else ""))  # fmt: skip
+    if "skipped" in p.get("starter", {}):
+        print(f"starter fidelity: {p['starter']['skipped']}")
         return
-    print(f"\nstarter model ({st['input_size']} px, threshold {st['threshold']:.3f}): calibrated on {st['calibration']}; "
-          f"measured on {st['held_out']} and their self-blends")  # fmt: skip
-    for k, v in st["fp32_scores"].items():
-        print(f"  FP32 scores, {k}: p5 {v['p5']:.3f}, median {v['median']:.3f}, p95 {v['p95']:.3f}; "
-              f"{v['above_threshold']}/{v['n']} above the threshold")  # fmt: skip
-    print(f"{'':<36}{'rank corr':>10}{'flips':>9}{'med err':>9}{'att mad':>9}{'att corr':>9}  tolerance")
-    for k, f in st["fidelity"].items():
-        print(f"{k:<36}{f['spearman']:>10.4f}{f['flips']:>5}/{f['n']:<3}{100 * f['score_median_rel']:>8.2f}%"
-              f"{f['attention_mad']:>9.4f}{f['attention_corr']:>9.4f}  {'within' if f['within_tolerance'] else 'OUTSIDE'}")  # fmt: skip
-    print(f"{'starter, ' + str(st['input_size']) + ' px':<40}{'crops/s':>9}")
-    for k, v in st["crops_per_s"].items():
-        print(f"{k:<40}{v:>9.2f}")
-    print(f"fp32 (converted) / fp16 graph: {st['fp32_over_fp16_graph']:.2f}x; int8 / fp32: {st['int8_over_fp32']:.2f}x; "
-          f"bf16: {st['bf16']}")  # fmt: skip
-
+    for label in ("starter", "trained"):
+        st = p.get(label)
+        if not st:
+            continue
+        print(f"\n{label} model {Path(st['model']).name} ({st['input_size']} px, threshold {st['threshold']:.3f}): "
+              f"calibrated on {st['calibration']}; measured on {st['held_out']} and their self-blends")  # fmt: skip
+        for k, v in st["fp32_scores"].items():
+            print(f"  FP32 scores, {k}: p5 {v['p5']:.3f}, median {v['median']:.3f}, p95 {v['p95']:.3f}; "
+                  f"{v['above_threshold']}/{v['n']} above the threshold")  # fmt: skip
+        print(f"{'':<36}{'rank corr':>10}{'flips':>9}{'med err':>9}{'att mad':>9}{'att corr':>9}  tolerance")
+        for k, f in st["fidelity"].items():
+            print(f"{k:<36}{f['spearman']:>10.4f}{f['flips']:>5}/{f['n']:<3}{100 * f['score_median_rel']:>8.2f}%"
+                  f"{f['attention_mad']:>9.4f}{f['attention_corr']:>9.4f}  {'within' if f['within_tolerance'] else 'OUTSIDE'}")  # fmt: skip
+        print(f"{label + ', ' + str(st['input_size']) + ' px':<40}{'crops/s':>9}")
+        for k, v in st["crops_per_s"].items():
+            print(f"{k:<40}{v:>9.2f}")
+        extra = f"fp32 (converted) / fp16 graph: {st['fp32_over_fp16_graph']:.2f}x; " if "fp32_over_fp16_graph" in st else ""
+        print(f"{extra}int8 / fp32: {st['int8_over_fp32']:.2f}x; bf16: {st['bf16']}")
 
 
 def main() -> int:
@@ -425,6 +465,9 @@ def main() -> int:
     ap.add_argument("--only", choices=["all", "backends", "precision"], default="all",
                     help="backends: the backends and ORT experiments; precision: int8/bf16 vs FP32 (issue 15)")
     ap.add_argument("--precision-threads", type=int, default=2, help="threads of the precision part (issue 15: 2)")
+    ap.add_argument("--fidelity-only", action="store_true", help="precision: skip the 299 px speed part")
+    ap.add_argument("--no-starter", action="store_true", help="precision: leave the starter model out")
+    ap.add_argument("--trained", type=Path, help="a trained FP32 .onnx (e.g. from bench/model299.sh) measured like the starter")
     ap.add_argument("--int8-crops", type=int, default=48, help="face crops calibrating the 299 px int8 model")
     args = ap.parse_args()
     if args.quick:

@@ -47,6 +47,20 @@ SYSTEM_NAMES = frozenset(
 SNIFF_BYTES = 64
 
 
+class Idle:
+    """In a scan's item stream: nothing is ready yet, the source is still being read (a ``--files-from -``
+    pipe waiting for its next path). An executor with work in flight goes on with it instead of waiting,
+    so a video's result is stored when it is done, not when the next path arrives. Only :data:`IDLE`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "IDLE"
+
+
+IDLE = Idle()
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A file to scan (``error`` None), or a path that cannot be scanned (``error`` says why).

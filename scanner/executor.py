@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .config import ScanError
-from .discover import Candidate
+from .discover import Candidate, Idle
 from .results import ScanEvent
 from .stages import FramesConfig, VerdictPolicy
 
@@ -44,5 +44,6 @@ class Executor(ABC):
     infer_busy_s: float = 0.0
 
     @abstractmethod
-    def run(self, items: Iterable[Candidate | ScanEvent]) -> Iterator[ScanEvent]:
-        """Results for ``items`` (a known result is passed on as it is); close the generator to stop early."""
+    def run(self, items: Iterable[Candidate | ScanEvent | Idle]) -> Iterator[ScanEvent]:
+        """Results for ``items`` (a known result is passed on as it is; :data:`~acfd.scanner.discover.IDLE`:
+        nothing ready yet, go on with the work in flight); close the generator to stop early."""

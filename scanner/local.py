@@ -29,7 +29,7 @@ from acfd.schemas.errors import AcfdError
 
 from . import timeline
 from .config import ScanError
-from .discover import Candidate
+from .discover import Candidate, Idle
 from .executor import Executor, ExecutorSettings
 from .results import ScanEvent
 from .stages import FaceCrop, FrameFaces, Model, Scores, VideoWork, finish_video, score_batch
@@ -133,25 +133,30 @@ class LocalExecutor(Executor):
             return InProcessPool(wcfg)
         return DecodePool(wcfg, n, s.timeout_s, target=self.worker_target)
 
-    def run(self, items: Iterable[Candidate | ScanEvent]) -> Iterator[ScanEvent]:
+    def run(self, items: Iterable[Candidate | ScanEvent | Idle]) -> Iterator[ScanEvent]:
         try:
             yield from self._run(items)
         finally:
             self.close()
 
-    def _run(self, items: Iterable[Candidate | ScanEvent]) -> Iterator[ScanEvent]:
+    def _run(self, items: Iterable[Candidate | ScanEvent | Idle]) -> Iterator[ScanEvent]:
         s = self.settings
         source = iter(items)
+        jobs: dict[int, VideoWork] = {}  # videos handed to a worker, not yet finished
         todo: deque[Candidate] = deque()  # candidates pulled, not yet handed to a worker
         exhausted = False
 
         def pull(n: int) -> Iterator[ScanEvent]:
-            """Pull items until ``n`` candidates wait (or none is left), passing known results on."""
+            """Pull items until ``n`` candidates wait (or none is left), passing known results on; on IDLE
+            (the source has nothing yet) come back later when there is work to go on with."""
             nonlocal exhausted
             while not exhausted and len(todo) < n:
                 x = next(source, _END)
                 if x is _END:
                     exhausted = True
+                elif isinstance(x, Idle):
+                    if todo or jobs:
+                        return
                 elif isinstance(x, Candidate):
                     todo.append(x)
                 else:
@@ -167,7 +172,6 @@ class LocalExecutor(Executor):
         pool = self._pool(min(max(1, s.n_workers), len(todo)))
         eng = _Engine(self.model, s.batch_size)
         eng.start()
-        jobs: dict[int, VideoWork] = {}
         next_id = 0
         n_pending = 0  # crops handed to the engine, not yet scored
         try:

@@ -34,7 +34,7 @@ from . import timeline
 from .aggregate import DEFAULT_STRATEGY, STRATEGIES, Scale
 from .config import DEFAULTS, PRECISIONS, ScanError
 from .decode import Sampling
-from .discover import Candidate, display_path
+from .discover import Candidate, Idle, display_path
 from .faces import DETECTOR_MODES
 from .frames import FramesConfig
 from .results import ScanEvent, ScanSummary, Unchanged, VideoResult
@@ -202,6 +202,12 @@ def _check_list(path: str) -> None:
         # /dev/zero with --null would be an endless list of empty entries: refuse devices (a pipe, a
         # terminal, /dev/stdin and - are fine)
         raise ScanError(f"--files-from {shown} is a device, not a list: give a file, a pipe or - (standard input)")
+    if stat.S_ISFIFO(mode):
+        # a named pipe is opened once, by the scan: a test open here would wait for its writer, and
+        # closing it would end the writer's stream (SIGPIPE); whether it can be read is os.access's answer
+        if not os.access(path, os.R_OK):
+            raise ScanError(f"cannot read --files-from {shown}: Permission denied")
+        return
     try:
         with open(path, "rb"):
             pass
@@ -305,7 +311,8 @@ class Scanner:
         """The scan's results in order, every candidate once: known ones (unchanged, unreadable,
         duplicate) as they are met, decoded ones as they finish. Nothing is stored here."""
         previous = {} if self.cfg.rescan else self.store.previous(self.backend.model_id)
-        walk = self._walk = Lookahead(self.source.items())
+        # IDLE after 50 ms without a candidate: a pipe-fed list's results are not held back by the next path
+        walk = self._walk = Lookahead(self.source.items(), idle_s=0.05)
         try:
             with closing(self.executor.run(self._plan(walk, previous))) as stream:
                 for ev in stream:
@@ -316,12 +323,16 @@ class Scanner:
         finally:
             walk.close()
 
-    def _plan(self, items: Iterator[Candidate] | Lookahead, previous: dict[bytes, PreviousScan]) -> Iterator[Candidate | ScanEvent]:
+    def _plan(self, items: Iterator[Candidate | Idle] | Lookahead,
+              previous: dict[bytes, PreviousScan]) -> Iterator[Candidate | ScanEvent | Idle]:
         from acfd.schemas.db import STATUS_ERROR, STATUS_SKIPPED
 
         from .stages import ready_result
 
         for c in items:
+            if isinstance(c, Idle):
+                yield c
+                continue
             p = previous.get(c.key)
             if (
                 p is not None and c.unchanged_since(p.size, p.mtime_ns, p.etag)

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from .config import ScanError
-from .discover import Candidate, display_path
+from .discover import Candidate, Idle, display_path
 from .executor import Executor, ExecutorSettings
 from .results import ScanEvent, VideoResult
 from .stages import Decoded, Failed, FrameFaces, VideoWork, finish_video
@@ -528,7 +528,7 @@ class RayExecutor(Executor):
             ray.shutdown()
 
     # -- the run -----------------------------------------------------------------------------------
-    def run(self, items: Iterable[Candidate | ScanEvent]) -> Iterator[ScanEvent]:
+    def run(self, items: Iterable[Candidate | ScanEvent | Idle]) -> Iterator[ScanEvent]:
         source = iter(items)
         try:
             exhausted = False
@@ -539,6 +539,8 @@ class RayExecutor(Executor):
                     if x is None:
                         exhausted = True
                         break
+                    if isinstance(x, Idle):
+                        continue  # a chunk is one dataset: it fills up (or the list ends) before it runs
                     if isinstance(x, Candidate):
                         chunk.append(x)
                     else:

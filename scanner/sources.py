@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from acfd.schemas.errors import AcfdError
 
 from .config import DEFAULTS
-from .discover import Candidate, discover, display_path
+from .discover import IDLE, Candidate, Idle, discover, display_path
 from .urls import UrlError, UrlPolicy, is_url, public_url, url_item
 
 
@@ -151,11 +151,13 @@ class Lookahead:
 
     ``found`` counts the items walked so far; ``total`` is that count once the source is exhausted
     (None before). An exception of the source is raised in the consumer, in its place. ``close()``
-    stops the walk (the consumer stopped early).
+    stops the walk (the consumer stopped early). ``idle_s``: when nothing arrives within that many
+    seconds, yield :data:`~acfd.scanner.discover.IDLE` and try again at the next ``next()`` (None: wait).
     """
 
-    def __init__(self, source: Iterator[Candidate], limit: int = 100_000) -> None:
+    def __init__(self, source: Iterator[Candidate], limit: int = 100_000, idle_s: float | None = None) -> None:
         self._q: queue.Queue[object] = queue.Queue(maxsize=limit)
+        self._idle_s = idle_s
         self._stop = threading.Event()
         self.found = 0
         self.total: int | None = None
@@ -182,9 +184,13 @@ class Lookahead:
         except BaseException as e:  # handed to the consumer, which raises it
             self._put(e)
 
-    def __iter__(self) -> Iterator[Candidate]:
+    def __iter__(self) -> Iterator[Candidate | Idle]:
         while True:
-            x = self._q.get()
+            try:
+                x = self._q.get(timeout=self._idle_s)
+            except queue.Empty:
+                yield IDLE
+                continue
             if x is _END:
                 return
             if isinstance(x, BaseException):

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -159,6 +160,75 @@ def test_find_print0_into_files_from_stdin(tmp_path: Path, models) -> None:  # n
     with sqlite3.connect(db) as c:
         args = json.loads(c.execute("SELECT args FROM scans").fetchone()[0])
     assert (args["files_from"], args["null"], args["paths"]) == ("-", True, [])  # stdin: "-"
+
+
+def _wait_rows(db: Path, n: int, proc: subprocess.Popen, timeout: float = 120.0) -> dict[str, tuple]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else proc.returncode
+        try:
+            got = _rows(db)
+        except sqlite3.Error:  # not created yet, or the scan is writing it
+            got = {}
+        if len(got) >= n:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"{n} rows not stored within {timeout} s: {got}")
+
+
+@pytest.mark.parametrize("via", ["fifo", "stdin"])
+def test_a_fed_list_stores_each_video_before_the_next_path_comes(tmp_path: Path, models, via: str) -> None:  # noqa: ANN001
+    """A scan fed paths one by one (a named pipe, or stdin from a watcher) is a resident scanner: each
+    video is decoded, scored and stored while the writer has not written the next path; the pipe is
+    opened once (a test open of a named pipe would wait for its writer and end its stream)."""
+    a = H.face_video(tmp_path / "a.mp4", n=4)
+    b = H.no_face_video(tmp_path / "b.mp4")
+    db = tmp_path / "s.sqlite"
+    lst = "-"
+    if via == "fifo":
+        lst = str(tmp_path / "list")
+        os.mkfifo(lst)
+    cmd = H.cli("--files-from", lst, "--model", models["real"], "--db", db, "--workers", "1", "--frames", "2", "-q")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if via == "stdin" else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        writer = proc.stdin if via == "stdin" else open(lst, "wb")  # noqa: SIM115 - closed below
+        assert writer is not None
+        writer.write(os.fsencode(a) + b"\n")
+        writer.flush()
+        assert _wait_rows(db, 1, proc) == {str(a): ("ok", None)}  # stored with the list still open
+        writer.write(os.fsencode(b) + b"\n")
+        writer.flush()
+        got = _wait_rows(db, 2, proc)
+        assert got[str(b)] == ("no_face", None)
+        writer.close()  # the end of the list: the scan finishes
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr is not None
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    with sqlite3.connect(db) as c:
+        faces = dict(c.execute("SELECT path, n_faces FROM videos"))
+    assert faces[str(a)] > 0 and faces[str(b)] == 0
+
+
+def test_a_named_pipe_list_is_not_opened_before_the_scan(tmp_path: Path) -> None:
+    """Checking a --files-from named pipe returns at once (no writer yet) and does not read from it."""
+    from acfd.scanner.pipeline import ScanConfig
+
+    lst = tmp_path / "list"
+    os.mkfifo(lst)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (ScanConfig(paths=(), files_from=str(lst)), done.set()), daemon=True)
+    t.start()
+    t.join(5)
+    returned = done.is_set()
+    if not returned:  # blocked in open(), waiting for a writer: give it one so that the thread ends
+        with open(lst, "wb"):
+            pass
+    assert returned
 
 
 def test_a_list_mixes_paths_and_urls_and_bad_entries_become_rows(tmp_path: Path, models) -> None:  # noqa: ANN001
