@@ -163,13 +163,14 @@ class LocalExecutor(Executor):
                     yield x  # type: ignore[misc]
 
         # Start only as many workers as there are videos to decode (up to n_workers): a resumed scan
-        # with nothing left starts none, a one-video scan one. (Workers started ahead are taken as they
-        # are, or stopped when nothing is left to decode.)
+        # with nothing left starts none, a one-video scan one; a source still being read (IDLE) all of
+        # them, since more may come. (Workers started ahead are taken as they are, or stopped when nothing
+        # is left to decode.)
         yield from pull(max(1, s.n_workers))
         if not todo:
             return
         timeline.mark("executor_start")
-        pool = self._pool(min(max(1, s.n_workers), len(todo)))
+        pool = self._pool(min(max(1, s.n_workers), len(todo)) if exhausted else max(1, s.n_workers))
         eng = _Engine(self.model, s.batch_size)
         eng.start()
         next_id = 0

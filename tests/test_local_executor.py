@@ -8,6 +8,7 @@ One test at the end runs the real frames stage in-process (``--workers 0``) agai
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,3 +304,47 @@ def test_a_time_window_is_judged_on_its_own_faces() -> None:
         window_verdict(faces, 5.0, 5.0, policy)
     with pytest.raises(ScanError, match="once all its faces are scored"):
         window_verdict([FaceRecord(0, 0.5, face(0), 0)], 0.0, 1.0, policy)
+
+
+def test_idle_source_does_not_hold_back_a_finished_video(tmp_path: Path) -> None:
+    """IDLE in the items (a list still being read): the video in flight is finished and handed out while
+    the source has nothing; the next candidate, once it comes, is scanned by the same pool. A source still
+    being read starts every worker (more may come)."""
+    from acfd.scanner.discover import IDLE
+
+    scripts = {"a.mp4": video([[9], [8]]), "b.mp4": video([[1]])}
+    pools: list[ScriptedPool] = []
+
+    def factory(n: int) -> ScriptedPool:
+        pools.append(ScriptedPool(scripts, n))
+        return pools[-1]
+
+    got: list[str] = []
+    waited = False
+
+    def items():  # noqa: ANN202
+        nonlocal waited
+        yield cand(tmp_path, "a.mp4")
+        deadline = time.monotonic() + 20
+        while not got and time.monotonic() < deadline:  # the next path comes only once a's result is out
+            time.sleep(0.01)  # as the walk waits before it says IDLE
+            yield IDLE
+        waited = bool(got)
+        yield cand(tmp_path, "b.mp4")
+
+    ex = LocalExecutor(Model(), settings(n_workers=2), pool_factory=factory)
+    for ev in ex.run(items()):
+        got.append(Path(ev.candidate.path).name)
+    assert got == ["a.mp4", "b.mp4"] and waited
+    assert len(pools) == 1 and pools[0].n == 2 and pools[0].submitted == ["a.mp4", "b.mp4"]
+
+
+def test_a_finished_source_starts_only_the_workers_it_needs(tmp_path: Path) -> None:
+    pools: list[ScriptedPool] = []
+
+    def factory(n: int) -> ScriptedPool:
+        pools.append(ScriptedPool({"a.mp4": video([[9]])}, n))
+        return pools[-1]
+
+    res = run(LocalExecutor(Model(), settings(n_workers=4), pool_factory=factory), [cand(tmp_path, "a.mp4")])
+    assert [Path(r.candidate.path).name for r in res] == ["a.mp4"] and pools[0].n == 1
