@@ -307,6 +307,17 @@ def fidelity_part(args: argparse.Namespace, work: Path, out: dict, t_threads: in
     return out
 
 
+class _Scores:
+    def __init__(self, score: np.ndarray, attention: np.ndarray) -> None:
+        self.score, self.attention = score, attention
+
+
+def chunked(infer: Callable[[np.ndarray], object], crops: np.ndarray, k: int = 32) -> _Scores:
+    """``infer`` over ``crops`` ``k`` at a time (384 crops of 299 px in one call need several GB), joined."""
+    parts = [infer(crops[i : i + k]) for i in range(0, len(crops), k)]
+    return _Scores(np.concatenate([p.score for p in parts]), np.concatenate([p.attention for p in parts]))  # type: ignore[attr-defined]
+
+
 def trained_fidelity(label: str, path: Path, args: argparse.Namespace, work: Path, t_threads: int, n: int,
                      skip_bf16: str) -> dict:
     """int8 (and bf16) against FP32 for one trained ONNX artifact (FP16 ones through their FP32 conversion,
@@ -338,9 +349,9 @@ def trained_fidelity(label: str, path: Path, args: argparse.Namespace, work: Pat
     fid: dict = {}
     with (runtime.load(s32, device="cpu", precision="fp32", threads=t_threads) as f32,
           runtime.load(s32, device="cpu", precision="int8", threads=t_threads) as i8):  # fmt: skip
-        r32, r8 = f32.infer(crops), i8.infer(crops)
+        r32, r8 = chunked(f32.infer, crops), chunked(i8.infer, crops)
         noisy = np.clip(crops.astype(np.int16) + np.random.default_rng(0).integers(-1, 2, crops.shape), 0, 255)
-        rn = f32.infer(noisy.astype(np.uint8))
+        rn = chunked(f32.infer, noisy.astype(np.uint8))
         xs = np.ascontiguousarray(crops[:n])
         sfns: dict[str, Callable[[], object]] = {
             "ort fp32" + (" (converted)" if fp16 else ""): lambda: f32.infer(xs), "ort int8": lambda: i8.infer(xs),
@@ -355,23 +366,40 @@ def trained_fidelity(label: str, path: Path, args: argparse.Namespace, work: Pat
         compare("fp32 +-1 grey level", rn, r32)
         f16 = runtime.load(path, device="cpu", precision="artifact", threads=t_threads) if fp16 else None
         if f16 is not None:
-            compare("fp16 vs fp32", f16.infer(crops), r32)
+            compare("fp16 vs fp32", chunked(f16.infer, crops), r32)
             sfns["ort fp16 graph"] = lambda: f16.infer(xs)  # type: ignore[union-attr]
         bf16_note = skip_bf16
+        tb = None
         if not skip_bf16:
-            tb = starter_as_torch(onnx.load(str(s32)), smeta)
+            if label == "trained" and args.trained_run:
+                from acfd.train.model import load_run
+
+                tb = load_run(args.trained_run)[0].lq_branch().eval()
+            else:
+                try:
+                    tb = starter_as_torch(onnx.load(str(s32)), smeta)
+                except KeyError as e:  # a TorchScript export names its weights otherwise
+                    bf16_note = f"skipped: cannot rebuild the torch model from {path.name}'s weights ({e}); give --trained-run"
+        if tb is not None:
             t32 = CropScorer(tb, smeta).eval()
             t16 = CropScorer(copy.deepcopy(tb), smeta, torch.bfloat16).eval().to(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                o32 = [t.float().numpy() for t in t32(torch.from_numpy(crops))]
-                o16 = [t.float().numpy() for t in t16(torch.from_numpy(crops))]
-            rebuilt = float(np.max(np.abs(o32[0] - r32.score) / np.abs(r32.score)))
-            bf16_note = f"torch rebuilt from the ONNX weights: max rel diff vs ORT FP32 {rebuilt:.1e}"
+            def run_torch(scorer: object) -> Callable[[np.ndarray], object]:
+                def call(x: np.ndarray) -> object:
+                    with torch.inference_mode():
+                        s, a = (t.float().numpy() for t in scorer(torch.from_numpy(x)))  # type: ignore[operator]
+                    return Out([s, a])
+
+                return call
 
             class Out:
                 def __init__(self, o: list[np.ndarray]) -> None:
                     self.score, self.attention = o[0], o[1]
 
+            c32, c16 = chunked(run_torch(t32), crops), chunked(run_torch(t16), crops)
+            o32, o16 = [c32.score, c32.attention], [c16.score, c16.attention]
+            rebuilt = float(np.max(np.abs(o32[0] - r32.score) / np.abs(r32.score)))
+            how = "the training run" if label == "trained" and args.trained_run else "the ONNX weights"
+            bf16_note = f"torch model from {how}: max rel diff vs ORT FP32 {rebuilt:.1e}"
             compare("bf16 vs fp32 (torch)", Out(o16), Out(o32))
             sfns["torch fp32"] = torch_call(t32, xs)
             sfns["torch bf16 (oneDNN)"] = torch_call(t16, xs)
@@ -468,6 +496,7 @@ def main() -> int:
     ap.add_argument("--fidelity-only", action="store_true", help="precision: skip the 299 px speed part")
     ap.add_argument("--no-starter", action="store_true", help="precision: leave the starter model out")
     ap.add_argument("--trained", type=Path, help="a trained FP32 .onnx (e.g. from bench/model299.sh) measured like the starter")
+    ap.add_argument("--trained-run", type=Path, help="the training run of --trained (its torch model for bf16)")
     ap.add_argument("--int8-crops", type=int, default=48, help="face crops calibrating the 299 px int8 model")
     args = ap.parse_args()
     if args.quick:
