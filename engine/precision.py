@@ -168,29 +168,36 @@ def _from_int8(path: Path, asked: str, cpu: CpuFeatures, read_meta: ReadMeta, me
     return Choice(path, "int8", asked, f"int8 artifact; CPU has {cpu.int8_reason()}, and {problem}")
 
 
+def _read_partner(path: Path, what: str, missing: str, read_meta: ReadMeta) -> tuple[str, ArtifactMeta | None, str]:
+    """(its id, its metadata, "") for the partner file ``path`` (``what``: how a message names it), else
+    ("", None, why not): ``missing`` when there is no such file, or unreadable."""
+    if not path.is_file():
+        return "", None, missing
+    try:
+        mid, meta = read_meta(path)
+    except ArtifactError as e:
+        return "", None, f"{what} {path.name} is unreadable ({e})"
+    return mid, meta, ""
+
+
 def _check_sibling(sib: Path, model_id: str, read_meta: ReadMeta) -> tuple[ArtifactMeta | None, str]:
     """(the int8 sibling's metadata, "") when ``sib`` is an int8 quantisation of the file ``model_id``,
     else (None, why not)."""
-    if not sib.is_file():
-        return None, f"there is no int8 sibling {sib.name} beside it"
-    try:
-        _, meta = read_meta(sib)
-    except ArtifactError as e:
-        return None, f"its int8 sibling {sib.name} is unreadable ({e})"
+    what = "its int8 sibling"
+    _, meta, why = _read_partner(sib, what, f"there is no int8 sibling {sib.name} beside it", read_meta)
+    if meta is None:
+        return None, why
     if meta.precision != "int8":
-        return None, f"its int8 sibling {sib.name} is not int8 ({meta.precision})"
+        return None, f"{what} {sib.name} is not int8 ({meta.precision})"
     if meta.extra.get("quantised_from_id") != model_id:
-        return None, f"its int8 sibling {sib.name} was quantised from another file (a stale copy?)"
+        return None, f"{what} {sib.name} was quantised from another file (a stale copy?)"
     return meta, ""
 
 
 def _check_source(src: Path, source_id: str, read_meta: ReadMeta) -> tuple[ArtifactMeta | None, str]:
-    if not src.is_file():
-        return None, f"its float source {src.name} is not beside it"
-    try:
-        mid, meta = read_meta(src)
-    except ArtifactError as e:
-        return None, f"its float source {src.name} is unreadable ({e})"
+    mid, meta, why = _read_partner(src, "its float source", f"its float source {src.name} is not beside it", read_meta)
+    if meta is None:
+        return None, why
     if not source_id or mid != source_id:
         return None, f"{src.name} is not the file it was quantised from (its id differs)"
     if meta.precision not in ("fp32", "fp16"):
