@@ -25,6 +25,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 
 import gi
 
@@ -49,12 +50,28 @@ class LoopMedia(GstRtspServer.RTSPMedia):
     def do_prepared(self) -> None:
         # The first seek flushes (the pipeline is prerolled, paused); the later ones must not.
         self._seek(Gst.SeekFlags.SEGMENT | Gst.SeekFlags.FLUSH)
+        # The flush took the payloader's segment away, and the server answers the client's PLAY by asking
+        # the stream for its rate, which it reads from that segment: a PLAY that came before the seek's
+        # first buffer had passed aborted the server (gst_rtsp_media_get_rates: assertion failed; seen
+        # under load, about 1 open in 40). So the media is ready only once the new segment is there.
+        pad = self.get_element().get_by_name("pay0").get_static_pad("src")
+        deadline = time.monotonic() + 10.0
+        while pad.get_sticky_event(Gst.EventType.SEGMENT, 0) is None and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def do_handle_message(self, message: Gst.Message) -> bool:
         if message.type == Gst.MessageType.SEGMENT_DONE:
             self._seek(Gst.SeekFlags.SEGMENT)
             return True
         return GstRtspServer.RTSPMedia.do_handle_message(self, message)
+
+    def do_query_stop(self, _stop: object) -> bool:
+        # A feed without end has no stop. The default asks the pipeline for its segment's stop, and a
+        # client's DESCRIBE may come before the first segment seek has replaced the clip's own segment
+        # (stop = the clip's end): its SDP then said a=range:npt=0-3 (seen under load, about 1 in 4).
+        # False ("no stop known") gives an open range, npt=0-, every time. (``_stop`` is the C out
+        # pointer, which PyGObject passes in unannotated.)
+        return False
 
     def _seek(self, flags: Gst.SeekFlags) -> None:
         self.get_element().seek(1.0, Gst.Format.TIME, flags, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
