@@ -201,9 +201,11 @@ def run_resident(video: Path, model: Path, n: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "s.sqlite")
         clips = [shutil.copyfile(video, os.path.join(tmp, f"clip{k}{video.suffix}")) for k in range(n)]
+        # stderr to a file, not a pipe: nothing reads it until the end, and a full pipe would stall the scan
+        err = open(os.path.join(tmp, "stderr.txt"), "w+b")  # noqa: SIM115 (closed below, with the process)
         p = subprocess.Popen([str(scan), "--files-from", "-", "--model", str(model), "--db", db, "-q"],
-                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert p.stdin is not None and p.stderr is not None
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+        assert p.stdin is not None
         try:
             for k, clip in enumerate(clips):
                 t0 = time.monotonic()
@@ -212,7 +214,8 @@ def run_resident(video: Path, model: Path, n: int) -> list[dict]:
                 row = None
                 while row is None:
                     if p.poll() is not None:
-                        raise RuntimeError(f"acfd-scan ended ({p.returncode}): {p.stderr.read().decode()[-2000:]}")
+                        err.seek(0)
+                        raise RuntimeError(f"acfd-scan ended ({p.returncode}): {err.read().decode()[-2000:]}")
                     time.sleep(0.02)
                     try:
                         with sqlite3.connect(db) as con:
@@ -229,6 +232,7 @@ def run_resident(video: Path, model: Path, n: int) -> list[dict]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            err.close()
     return out
 
 
