@@ -153,12 +153,17 @@ def test_ray_scan_stores_what_a_local_scan_stores(tmp_path, cluster, models, cli
     assert ex.datasets == 2
 
 
-def test_killed_actors_are_retried_nothing_lost_or_twice(tmp_path, cluster, models, long_clip):
-    d = tmp_path / "v"
-    d.mkdir()
-    n = 6
+def _copies(clip: Path, folder: Path, n: int) -> Path:
+    """``folder`` holding ``n`` copies of ``clip`` (clip0.mp4 ...): a folder that keeps the actors busy."""
+    folder.mkdir()
     for i in range(n):
-        shutil.copy(long_clip, d / f"clip{i}.mp4")
+        shutil.copy(clip, folder / f"clip{i}.mp4")
+    return folder
+
+
+def test_killed_actors_are_retried_nothing_lost_or_twice(tmp_path, cluster, models, long_clip):
+    n = 6
+    d = _copies(long_clip, tmp_path / "v", n)
     cfg = ScanConfig(paths=(str(d),), db=str(tmp_path / "k.sqlite"), every_frame=True, ray=cluster.address)
     killed: list[str] = []
 
@@ -193,11 +198,8 @@ def test_killed_actors_are_retried_nothing_lost_or_twice(tmp_path, cluster, mode
 
 
 def test_killed_driver_then_rerun_resumes(tmp_path, cluster, models, long_clip):
-    d = tmp_path / "v"
-    d.mkdir()
     n = 6
-    for i in range(n):
-        shutil.copy(long_clip, d / f"clip{i}.mp4")
+    d = _copies(long_clip, tmp_path / "v", n)
     dbp = tmp_path / "k.sqlite"
     args = H.cli(d, "--model", models["fake"], "--db", dbp, "--every-frame", "-q", "--ray", cluster.address)
     env = {**os.environ, **ENV}
