@@ -243,6 +243,10 @@ def export_int8(
     src, out = Path(src), Path(out)
     if method not in CALIBRATION_METHODS:
         raise ArtifactError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    if not 0 < percentile < 100:
+        raise ArtifactError(f"the calibration percentile must lie between 0 and 100 (exclusive), not {percentile:g}")
+    if float_head < 0 or float_tail < 0:
+        raise ArtifactError(f"float convolution counts must be >= 0, not head {float_head}, tail {float_tail}")
     if not src.is_file():
         raise ArtifactError(f"model file {src} does not exist")
     if out.resolve() == src.resolve():

@@ -307,6 +307,49 @@ def test_train_export_int8_cli(pair: tuple[Path, Path, object], tmp_path: Path) 
     assert r.exit_code == 2 and "--int8 needs --calibrate DIR" in r.output
 
 
+def test_train_export_int8_recipe_options(pair: tuple[Path, Path, object], tmp_path: Path) -> None:
+    """--int8-percentile and --int8-float-tail reach the quantiser: recorded in the metadata, and the tail
+    count is the number of convolutions left without quantised weights."""
+    from acfd.train.cli import main
+
+    fp32, _, _ = pair
+    src = tmp_path / "m.onnx"
+    src.write_bytes(fp32.read_bytes())
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    img = astronaut()
+    for i in range(8):
+        photo = cv2.resize(img, None, fx=1 - 0.05 * i, fy=1 - 0.05 * i)
+        cv2.imwrite(str(faces / f"a{i}.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+
+    def float_convs(path: Path) -> int:
+        g = onnx.load(str(path)).graph
+        dq_out = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+        return sum(1 for n in g.node if n.op_type == "Conv" and n.input[1] not in dq_out)
+
+    outs = {}
+    for tail in (0, 2):
+        out = tmp_path / f"t{tail}.onnx"
+        r = CliRunner().invoke(main, ["export", "--onnx", str(src), "--int8", "--calibrate", str(faces), "--out",
+                                      str(out), "--int8-percentile", "99.999", "--int8-float-tail", str(tail)])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        outs[tail] = out
+        q = read_onnx_meta(out).extra["quantisation"]
+        assert "percentile 99.999 (both tails)" in q and f"1 head + {tail} tail convolutions in float" in q, q
+    convs = sum(1 for n in onnx.load(str(src)).graph.node if n.op_type == "Conv")
+    assert convs > 3 and (float_convs(outs[0]), float_convs(outs[2])) == (1, 3)
+    # out of range, or without --int8: click's usage errors (exit 2), nothing written
+    for bad in (["--int8", "--calibrate", str(faces), "--int8-percentile", "100"],
+                ["--int8", "--calibrate", str(faces), "--int8-float-tail", "-1"], ["--int8-percentile", "99.9"]):  # fmt: skip
+        r = CliRunner().invoke(main, ["export", "--onnx", str(src), "--out", str(tmp_path / "bad.onnx"), *bad])
+        assert r.exit_code == 2 and not (tmp_path / "bad.onnx").exists(), (bad, r.output)
+    # the library refuses them too, in one line
+    crops = np.zeros((8, 64, 64, 3), np.uint8)
+    for kw, msg in (({"percentile": 0.0}, "between 0 and 100"), ({"float_tail": -1}, "must be >= 0")):
+        with pytest.raises(ArtifactError, match=msg):
+            export_int8(src, tmp_path / "lib.onnx", crops, **kw)
+
+
 def test_scan_precision_option(pair: tuple[Path, Path, object], tmp_path: Path) -> None:
     from acfd.scanner.cli import main
 

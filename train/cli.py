@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from acfd.schemas.cli import AcfdGroup
@@ -276,6 +277,17 @@ def evaluate(
 
 
 # -- engines (acfd.engine; owner: engine engineer) ------------------------------------------------
+def _int8_recipe_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The int8 recipe's two knobs (docs/engines.md, "CPU precisions"): models differ in how they take
+    quantisation, and the recorded fidelity check says how each setting fared on the held-out crops."""
+    f = click.option("--int8-float-tail", "int8_float_tail", type=click.IntRange(min=0), default=None,
+                     help="Convolutions at the end left in float (they make the embedding whose norm is the "
+                          "score) [default: 4].")(f)  # fmt: skip
+    return click.option("--int8-percentile", "int8_percentile", type=click.FloatRange(90, 100, max_open=True),
+                        default=None, help="Activation ranges: this percentile of each activation's histogram, "
+                                           "both tails [default: 99.99].")(f)  # fmt: skip
+
+
 @main.command()
 @click.option("--run", "run_dir", type=click.Path(exists=True, path_type=Path),
               help="Training run directory (or its model.safetensors).")
@@ -294,9 +306,11 @@ def evaluate(
 @click.option("--exporter", default="auto", show_default=True, type=click.Choice(["auto", "torchscript", "dynamo"]),
               help="auto: TorchScript for FP32, dynamo (torch.export) for FP16.")
 @click.option("--note", default=None, help="Free text for the artifact's model card (what it is for, its terms).")
+@_int8_recipe_options
 def export(
     run_dir: Path | None, onnx_path: Path | None, out: Path | None, fp16: bool, int8: bool, calibrate: Path | None,
-    calibrate_crops: int, embedding: bool, exporter: str, note: str | None,
+    calibrate_crops: int, embedding: bool, exporter: str, note: str | None, int8_percentile: float | None,
+    int8_float_tail: int | None,
 ) -> None:  # fmt: skip
     """Export the LQ branch of a run to ONNX (uint8 NHWC crops in, scores and attention out); --int8 also
     quantises it (or the --onnx given) to an int8 sibling, NAME.int8.onnx."""
@@ -308,6 +322,8 @@ def export(
         raise click.UsageError("--int8 needs --calibrate DIR: a folder of real face photos or videos")
     if calibrate is not None and not int8:
         raise click.UsageError("--calibrate is for --int8")
+    if not int8 and (int8_percentile is not None or int8_float_tail is not None):
+        raise click.UsageError("--int8-percentile and --int8-float-tail are for --int8")
     if onnx_path is not None and not int8:
         raise click.UsageError("--onnx FILE is quantised with --int8; to export a run, give --run")
     if int8 and fp16:
@@ -321,10 +337,12 @@ def export(
         onnx_path = r.path
     if int8:
         assert onnx_path is not None and calibrate is not None
-        _export_int8(onnx_path, out if run_dir is None else None, calibrate, calibrate_crops)
+        _export_int8(onnx_path, out if run_dir is None else None, calibrate, calibrate_crops,
+                     int8_percentile, int8_float_tail)  # fmt: skip
 
 
-def _export_int8(src: Path, out: Path | None, calibrate: Path, limit: int) -> None:
+def _export_int8(src: Path, out: Path | None, calibrate: Path, limit: int, percentile: float | None = None,
+                 float_tail: int | None = None) -> None:  # fmt: skip
     from acfd.engine.artifact import read_meta
     from acfd.engine.precision import int8_sibling
     from acfd.engine.quantize import export_int8
@@ -332,7 +350,12 @@ def _export_int8(src: Path, out: Path | None, calibrate: Path, limit: int) -> No
 
     meta = read_meta(src)
     cal = calibration_crops(calibrate, meta.input_size, meta.crop_margin, limit=limit)
-    r = export_int8(src, out or int8_sibling(src), cal.crops, source=cal.describe())
+    recipe: dict[str, Any] = {}  # only what was given: the recipe's own defaults live in acfd.engine.quantize
+    if percentile is not None:
+        recipe["percentile"] = percentile
+    if float_tail is not None:
+        recipe["float_tail"] = float_tail
+    r = export_int8(src, out or int8_sibling(src), cal.crops, source=cal.describe(), **recipe)
     click.echo(r.summary())
     if not r.check.within_tolerance:
         click.echo(f"note: {r.path.name} is outside the int8 fidelity tolerance: `--precision auto` will not run it "
@@ -364,18 +387,22 @@ def engine(
 @click.option("--calibrate", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Also write model.int8.onnx, calibrated on this folder of real face photos/videos.")
 @click.option("--calibrate-crops", default=256, show_default=True, help="Most face crops used to calibrate.")
+@_int8_recipe_options
 @_tensorrt_options
 def build(
     run_dir: Path, out_dir: Path, calibrate: Path | None, calibrate_crops: int, min_batch: int, opt_batch: int,
-    max_batch: int, workspace_gb: float | None, timing_cache: Path | None,
+    max_batch: int, workspace_gb: float | None, timing_cache: Path | None, int8_percentile: float | None,
+    int8_float_tail: int | None,
 ) -> None:  # fmt: skip
     """Export model.onnx (FP32) and model.fp16.onnx, build model.plan where TensorRT is present, and with
     --calibrate the int8 sibling model.int8.onnx (for CPUs)."""
     from acfd.engine.export import build_run
 
+    if calibrate is None and (int8_percentile is not None or int8_float_tail is not None):
+        raise click.UsageError("--int8-percentile and --int8-float-tail are for --calibrate (the int8 sibling)")
     r = build_run(run_dir, out_dir, min_batch, opt_batch, max_batch, workspace_gb, timing_cache)
     click.echo(r.onnx_fp32.summary())
     click.echo(r.onnx_fp16.summary())
     click.echo(f"wrote {r.plan}: {r.note}" if r.plan else r.note)
     if calibrate is not None:
-        _export_int8(r.onnx_fp32.path, None, calibrate, calibrate_crops)
+        _export_int8(r.onnx_fp32.path, None, calibrate, calibrate_crops, int8_percentile, int8_float_tail)
