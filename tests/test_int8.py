@@ -307,7 +307,7 @@ def test_train_export_int8_cli(pair: tuple[Path, Path, object], tmp_path: Path) 
     assert r.exit_code == 2 and "--int8 needs --calibrate DIR" in r.output
 
 
-def test_train_export_int8_recipe_options(pair: tuple[Path, Path, object], tmp_path: Path) -> None:
+def test_train_export_int8_recipe_options(pair: tuple[Path, Path, object], crops: np.ndarray, tmp_path: Path) -> None:
     """--int8-percentile and --int8-float-tail reach the quantiser: recorded in the metadata, and the tail
     count is the number of convolutions left without quantised weights."""
     from acfd.train.cli import main
@@ -343,8 +343,16 @@ def test_train_export_int8_recipe_options(pair: tuple[Path, Path, object], tmp_p
                 ["--int8", "--calibrate", str(faces), "--int8-float-tail", "-1"], ["--int8-percentile", "99.9"]):  # fmt: skip
         r = CliRunner().invoke(main, ["export", "--onnx", str(src), "--out", str(tmp_path / "bad.onnx"), *bad])
         assert r.exit_code == 2 and not (tmp_path / "bad.onnx").exists(), (bad, r.output)
+    # more float convolutions than the model has: refused in one line, not quietly quantised whole
+    r = CliRunner().invoke(main, ["export", "--onnx", str(src), "--int8", "--calibrate", str(faces), "--out",
+                                  str(tmp_path / "bad.onnx"), "--int8-float-tail", str(convs)])  # fmt: skip
+    assert r.exit_code == 1 and f"leave none of the model's {convs} convolutions to quantise" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "bad.onnx").exists()
+    # no float convolution at all: the recipe line says so rather than naming float convolutions
+    whole = export_int8(src, tmp_path / "whole.onnx", crops, float_head=0, float_tail=0)
+    assert whole.meta.extra["quantisation"].endswith(f"every convolution int8 (the graph has {convs})")
+    assert float_convs(tmp_path / "whole.onnx") == 0
     # the library refuses them too, in one line
-    crops = np.zeros((8, 64, 64, 3), np.uint8)
     for kw, msg in (({"percentile": 0.0}, "between 0 and 100"), ({"float_tail": -1}, "must be >= 0")):
         with pytest.raises(ArtifactError, match=msg):
             export_int8(src, tmp_path / "lib.onnx", crops, **kw)
