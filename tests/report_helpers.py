@@ -69,8 +69,12 @@ def populate(path: Path) -> Populated:
         with db.session(engine) as s:
             s.add_all(
                 [
-                    db.Model(model_id=MODEL_A, path="/models/a.onnx", backend="onnxruntime", meta_json="{}"),
-                    db.Model(model_id=MODEL_B, path="/models/b.onnx", backend="onnxruntime", meta_json="{}"),
+                    # first_seen fixed, like every other time here: the report prints it, and two stores
+                    # populated a minute apart must give the same page (tests/test_postgres.py)
+                    db.Model(model_id=MODEL_A, path="/models/a.onnx", backend="onnxruntime", meta_json="{}",
+                             first_seen=T0),
+                    db.Model(model_id=MODEL_B, path="/models/b.onnx", backend="onnxruntime", meta_json="{}",
+                             first_seen=T0),
                 ]
             )
             scans = []
