@@ -358,6 +358,33 @@ def test_train_export_int8_recipe_options(pair: tuple[Path, Path, object], crops
             export_int8(src, tmp_path / "lib.onnx", crops, **kw)
 
 
+def test_minmax_ranges_folded_per_batch_are_the_whole_sets(pair: tuple[Path, Path, object], crops: np.ndarray,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MinMax calibration, batch by batch, gives the ranges of all calibration crops at once (it failed
+    outright with ONNX Runtime 1.32's own per-batch option: "No data is collected")."""
+    import acfd.engine.quantize as q
+    from onnx import numpy_helper
+
+    fp32, _, _ = pair
+
+    def ranges(path: Path) -> dict[str, np.ndarray]:
+        g = onnx.load(str(path)).graph
+        return {t.name: numpy_helper.to_array(t) for t in g.initializer if t.name.endswith(("_scale", "_zero_point"))}
+
+    batched = export_int8(fp32, tmp_path / "batched.onnx", crops, method="minmax")
+    assert "minmax ranges" in batched.meta.extra["quantisation"] and batched.check.within_tolerance
+    monkeypatch.setattr(q, "CALIBRATION_BATCH", 10_000)  # one batch of every calibration crop
+    whole = export_int8(fp32, tmp_path / "whole.onnx", crops, method="minmax")
+    a, b = ranges(batched.path), ranges(whole.path)
+    assert len(a) > 4 and a.keys() == b.keys()
+    assert all(np.allclose(a[k], b[k], rtol=1e-6) for k in a), [k for k in a if not np.allclose(a[k], b[k], rtol=1e-6)]
+    # ... and they are not what one batch alone gives: the test would notice ranges from the last batch only
+    monkeypatch.setattr(q, "CALIBRATION_BATCH", 16)
+    last = export_int8(fp32, tmp_path / "last.onnx", crops[32:48], method="minmax")
+    c = ranges(last.path)
+    assert any(not np.allclose(a[k], c[k], rtol=1e-6) for k in a)
+
+
 def test_scan_precision_option(pair: tuple[Path, Path, object], tmp_path: Path) -> None:
     from acfd.scanner.cli import main
 
