@@ -12,6 +12,8 @@ large archive is still being walked, and the total is known as soon as the walk 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import queue
 import sys
@@ -19,6 +21,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from acfd.schemas.errors import AcfdError
 
@@ -124,7 +127,8 @@ class FileList(Source):
         shown = "-" if self.list_path == "-" else display_path(self.list_path)
         try:
             if self.list_path == "-":
-                yield from entries(sys.stdin.buffer, self.null)
+                with _stdin_reader() as f:
+                    yield from entries(f, self.null)
                 return
             try:
                 f = open(self.list_path, "rb")  # noqa: SIM115 - closed below, as the generator ends
@@ -137,6 +141,26 @@ class FileList(Source):
 
     def describe(self) -> list[str]:
         return Inputs(self.inputs).describe()
+
+
+@contextlib.contextmanager
+def _stdin_reader() -> Iterator[BinaryIO]:
+    """Standard input as an unbuffered reader of its own (a copy of fd 0), or ``sys.stdin.buffer`` where
+    stdin has no file descriptor (click's CliRunner).
+
+    The list is read in a daemon thread (:class:`Lookahead`), which may still be blocked reading when
+    the scan stops on a fatal error with the list open (a feeder such as ``inotifywait`` never closes
+    it). In ``sys.stdin.buffer`` that thread holds the buffer's lock, and the interpreter aborts at exit
+    ("could not acquire lock for <stdin> at interpreter shutdown", exit 134 instead of the scan's own
+    code: seen with a full disk). An unbuffered reader has no lock.
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        yield sys.stdin.buffer
+        return
+    with open(os.dup(fd), "rb", buffering=0) as f:
+        yield f
 
 
 class ListError(AcfdError):

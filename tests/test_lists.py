@@ -278,3 +278,34 @@ def test_list_options_refused_in_one_line(tmp_path: Path, args: list[str], messa
     (line,) = r.output.strip().splitlines()
     assert line.startswith("Error: " + message.format(tmp=tmp_path))
     assert not (tmp_path / "s.sqlite").exists() or args == []
+
+
+def test_a_scan_that_stops_with_its_stdin_list_open_exits_with_its_own_code(tmp_path: Path) -> None:
+    """The list's reader thread is still blocked reading stdin (the feeder keeps it open) when the scan
+    stops on a fatal error (a full disk was the case seen): the process must exit with the scan's code.
+    Reading through sys.stdin.buffer, the interpreter aborted at exit instead (exit 134, "Fatal Python
+    error: ... could not acquire lock for <stdin> at interpreter shutdown")."""
+    clip = H.face_video(tmp_path / "a.mp4", n=2)
+    script = (
+        "import sys, time\n"
+        "from acfd.scanner.sources import FileList, Lookahead\n"
+        "walk = Lookahead(FileList('-').items(), idle_s=0.05)\n"
+        "print(next(iter(walk)).path, flush=True)\n"
+        "time.sleep(0.2)  # the reader is back in its read, waiting for the next path\n"
+        "sys.exit(3)  # the scan's fatal error\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)  # fmt: skip
+    assert p.stdin is not None
+    p.stdin.write(os.fsencode(clip) + b"\n")
+    p.stdin.flush()  # ... and kept open, like inotifywait's pipe
+    try:
+        rc = p.wait(timeout=60)  # with stdin still open: a few lines of output fit the pipes
+    finally:
+        p.stdin.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    out, err = p.stdout.read(), p.stderr.read()  # type: ignore[union-attr]
+    assert (rc, out.decode().strip()) == (3, str(clip)), err.decode()
+    assert b"Fatal Python error" not in err
