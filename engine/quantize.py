@@ -209,9 +209,15 @@ def _split(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _excluded_convs(model: Any, head: int, tail: int) -> list[str]:
+    """The convolutions left in float: the first ``head`` and the last ``tail``. A graph too small for
+    the default counts (tests' stand-ins) is quantised whole; counts asked for that leave nothing to
+    quantise are a mistake, not a request for the opposite."""
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    if len(convs) <= head + tail:  # a small graph: quantise every convolution
-        return []
+    if len(convs) <= head + tail:
+        if (head, tail) == (FLOAT_HEAD_CONVS, FLOAT_TAIL_CONVS):
+            return []
+        raise ArtifactError(f"{head} head + {tail} tail float convolutions leave none of the model's "
+                            f"{len(convs)} convolutions to quantise")  # fmt: skip
     return convs[:head] + (convs[len(convs) - tail :] if tail else [])
 
 
@@ -279,11 +285,6 @@ def export_int8(
         pre = onnx.load(str(pre_path))
         n_convs = sum(1 for n in pre.graph.node if n.op_type == "Conv")
         excluded = _excluded_convs(pre, float_head, float_tail)
-        if not excluded and (float_head, float_tail) != (FLOAT_HEAD_CONVS, FLOAT_TAIL_CONVS) and float_head + float_tail:
-            # the defaults quantise a graph too small for them whole (tests' stand-ins); numbers asked for
-            # that leave nothing to quantise are a mistake, not a request for the opposite
-            raise ArtifactError(f"{float_head} head + {float_tail} tail float convolutions leave none of the model's "
-                                f"{n_convs} convolutions to quantise")  # fmt: skip
         del pre
         _quantize(pre_path, q_path, crops[cal_idx], method, percentile, excluded)
         qmodel = onnx.load(str(q_path))
