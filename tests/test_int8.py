@@ -272,18 +272,24 @@ def test_spearman() -> None:
 
 
 # -- the CLIs ------------------------------------------------------------------------------------------
-def test_train_export_int8_cli(pair: tuple[Path, Path, object], tmp_path: Path) -> None:
-    from acfd.train.cli import main
-
-    fp32, _, _ = pair
+def _source_and_faces(pair: tuple[Path, Path, object], tmp_path: Path) -> tuple[Path, Path]:
+    """(a copy of the FP32 model, a folder of 8 photos of a face at other sizes, some mirrored: each is
+    cropped the scanner's way)."""
     src = tmp_path / "m.onnx"
-    src.write_bytes(fp32.read_bytes())
+    src.write_bytes(pair[0].read_bytes())
     faces = tmp_path / "faces"
     faces.mkdir()
     img = astronaut()
-    for i in range(8):  # photos of a face at other sizes, some mirrored; each is cropped the scanner's way
+    for i in range(8):
         photo = cv2.resize(img, None, fx=1 - 0.05 * i, fy=1 - 0.05 * i)
         cv2.imwrite(str(faces / f"a{i}.png"), cv2.cvtColor(photo[:, ::-1] if i % 2 else photo, cv2.COLOR_RGB2BGR))
+    return src, faces
+
+
+def test_train_export_int8_cli(pair: tuple[Path, Path, object], tmp_path: Path) -> None:
+    from acfd.train.cli import main
+
+    src, faces = _source_and_faces(pair, tmp_path)
     (faces / "notes.txt").write_text("not a photo")
     r = CliRunner().invoke(main, ["export", "--onnx", str(src), "--int8", "--calibrate", str(faces)])
     assert r.exit_code == 0, r.output
@@ -312,15 +318,7 @@ def test_train_export_int8_recipe_options(pair: tuple[Path, Path, object], crops
     count is the number of convolutions left without quantised weights."""
     from acfd.train.cli import main
 
-    fp32, _, _ = pair
-    src = tmp_path / "m.onnx"
-    src.write_bytes(fp32.read_bytes())
-    faces = tmp_path / "faces"
-    faces.mkdir()
-    img = astronaut()
-    for i in range(8):
-        photo = cv2.resize(img, None, fx=1 - 0.05 * i, fy=1 - 0.05 * i)
-        cv2.imwrite(str(faces / f"a{i}.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    src, faces = _source_and_faces(pair, tmp_path)
 
     def float_convs(path: Path) -> int:
         g = onnx.load(str(path)).graph
