@@ -19,6 +19,7 @@ import dataclasses
 import math
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
@@ -112,6 +113,8 @@ class ScanConfig:
             raise ScanError("--null describes the list of --files-from: give --files-from FILE (or -)")
         if self.files_from is not None and self.files_from != "-":
             _check_list(self.files_from)
+        if self.files_from == "-" and sys.stdin is None:  # Python's stdin when fd 0 was closed (`<&-`)
+            raise ScanError("--files-from -: standard input is closed; pipe the list in, or give --files-from FILE")
         if any(not os.fspath(p) for p in self.paths):
             # an unset "$DIR" in a script would otherwise scan the current folder
             raise ScanError("an empty path was given (an unset variable?); name the folder, or '.' for this one")

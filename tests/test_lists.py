@@ -309,3 +309,15 @@ def test_a_scan_that_stops_with_its_stdin_list_open_exits_with_its_own_code(tmp_
     out, err = p.stdout.read(), p.stderr.read()  # type: ignore[union-attr]
     assert (rc, out.decode().strip()) == (3, str(clip)), err.decode()
     assert b"Fatal Python error" not in err
+
+
+def test_files_from_stdin_when_stdin_is_closed_is_one_line(tmp_path: Path, models) -> None:  # noqa: ANN001
+    """`acfd-scan --files-from - <&-` (a cron job, a service without stdin): one line and the unreadable
+    list's exit code, before anything starts; it was an AttributeError ('NoneType' ... 'buffer')."""
+    scan = Path(sys.executable).with_name("acfd-scan")
+    r = subprocess.run([str(scan), "--files-from", "-", "--model", str(models["fake"]), "--db", str(tmp_path / "s.sqlite"),
+                        "-q"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: os.close(0))  # noqa: PLW1509 (closes the child's fd 0 only)  # fmt: skip
+    assert (r.returncode, r.stderr.strip().splitlines()) == (
+        4, ["Error: --files-from -: standard input is closed; pipe the list in, or give --files-from FILE"]), r.stderr
+    assert not (tmp_path / "s.sqlite").exists()
