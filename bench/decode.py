@@ -6,11 +6,16 @@ clip: the clip's frames looped for one minute and encoded with x264's defaults (
 copied ten times (packets remuxed with shifted times, no re-encoding). Then decodes each at 1 frame/s the
 way a scan's frames stage does (:func:`acfd.scanner.decode.open_frames`, no face detection), timing:
 
-- ``decord``: decord (``--decoder auto``'s first choice; it seeks to the keyframe before a sample when
-  that is ahead of where it is);
+- ``auto``: what a scan does by default (``--decoder auto``: on a CPU, PyAV's fast path for a sample);
+- ``decord``: decord (``--decoder decord``, and ``auto``'s choice on a GPU and for every frame; it seeks
+  to the keyframe before a sample when that is ahead of where it is);
 - ``pyav``: PyAV as it decodes (:data:`acfd.scanner.decode.FAST_SEEK` on: keyframe-aligned seeking,
   non-reference frames skipped far from a sample);
-- ``pyav-plain``: PyAV decoding every frame, the path before the fast one (``FAST_SEEK`` off).
+- ``pyav-plain``: PyAV decoding every frame, the path before the fast one (``FAST_SEEK`` off);
+- ``references``: the floor for exact frames: PyAV decoding only the frames other frames refer to (every
+  non-reference frame skipped, nothing converted to RGB). A frame taken needs every reference frame
+  since its keyframe, so where keyframes are further apart than the sampling step no decoder that gives
+  the exact frames can do less.
 
 Each is timed in its own process (wall and CPU seconds), with one and two decoder threads. Prints a
 table and writes bench/results/decode.json; ``bench/scan.py --modes long`` puts the same rows beside
@@ -130,18 +135,34 @@ path, decoder, threads, fast = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.a
 decode.FAST_SEEK = fast
 decode.PYAV_THREADS = decode.DECORD_THREADS = threads
 t0, c0 = time.perf_counter(), time.process_time()
-info, frames = decode.open_frames(path, decode.Sampling(fps=1.0), decoder=decoder)
 n = 0
 first = None
-for f in frames:
-    n += 1
-    if first is None:
-        first = time.perf_counter() - t0
+if decoder == "references":
+    import av
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        s.codec_context.thread_count = threads
+        s.codec_context.skip_frame = "NONREF"
+        duration = float(s.duration * s.time_base)
+        for f in c.decode(s):
+            n += 1
+            if first is None:
+                first = time.perf_counter() - t0
+    name = "pyav (references only)"
+else:
+    info, frames = decode.open_frames(path, decode.Sampling(fps=1.0), decoder=decoder)
+    for f in frames:
+        n += 1
+        if first is None:
+            first = time.perf_counter() - t0
+    name, duration = info.decoder, info.duration_s
 print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "frames": n,
-                  "first_frame_s": first, "decoder": info.decoder, "duration_s": info.duration_s}))
+                  "first_frame_s": first, "decoder": name, "duration_s": duration}))
 """
 
-PATHS = {"decord": ("decord", True), "pyav": ("pyav", True), "pyav-plain": ("pyav", False)}
+PATHS = {"auto": ("auto", True), "decord": ("decord", True), "pyav": ("pyav", True), "pyav-plain": ("pyav", False),
+         "references": ("references", True)}
 
 
 def time_decode(path: Path, path_name: str, threads: int) -> dict:

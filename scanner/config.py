@@ -33,7 +33,7 @@ class ScanDefaults:
 
     fps: float = 1.0  # frames sampled per second of video
     device: str = "auto"  # the model's device: a CUDA GPU when there is one
-    decoder: str = "auto"  # decord, else PyAV
+    decoder: str = "auto"  # a sample on a CPU: PyAV's fast path; every frame and GPU: decord (acfd.scanner.decode)
     detector: str = "auto"  # the same as acfd-train prepare, so training crops and scanned crops agree
     min_face_score: float = 0.5  # BlazeFace's score below which a detection is dropped
     detect_max_side: int = 640  # frames are downscaled to at most this side for detection

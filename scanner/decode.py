@@ -5,11 +5,13 @@ seconds of the stream's own clock (so variable frame rate works), ``Sampling(fra
 frames nearest N instants spread evenly over the duration. Frames are yielded one at a time (never
 the whole video in memory).
 
-Decoders: decord (``decord2`` on PyPI: CPU only; a CUDA build of decord is used with ``gpu=True``
-when present) when importable, since it seeks to the next sampled frame instead of decoding every
-frame; PyAV otherwise, or when decord cannot open the file. PyAV always reads the facts (container,
-codec, duration, rotation), because decord does not report rotation. Rotation from the display
-matrix is applied to every frame (``np.rot90``), as players do.
+Decoders (``decoder="auto"``): decord (``decord2`` on PyPI: CPU only; a CUDA build of decord is used with
+``gpu=True`` when present) on the GPU and for every frame; on a CPU, a sample of a local file's frames
+goes through PyAV's fast path (:data:`FAST_SEEK`: it skips what no frame taken needs, where decord decodes
+every frame up to each one taken), with the same frames, times and pixels; PyAV too when decord is
+missing or cannot open the file. PyAV always reads the facts (container, codec, duration, rotation,
+start), because decord does not report rotation. Rotation from the display matrix is applied to every
+frame (``np.rot90``), as players do.
 
 URLs (:mod:`acfd.scanner.urls`: http(s) incl. HLS, rtsp, rtmp, srt, udp) are decoded by PyAV only (decord
 reads local files), with FFmpeg's protocols limited to what the scheme needs and ``timeout_s`` on opening
@@ -98,6 +100,9 @@ class VideoInfo:
     height: int
     rotation: int  # degrees counter-clockwise applied for display (0, 90, 180, -90)
     decoder: str = "pyav"
+    # The stream's start time (FFmpeg's start_time): a local file's frame times are counted from it, by
+    # every decoder (0.852 s on one camera's MP4), so a frame has one time whichever decoder read it.
+    start_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,7 @@ def _probe(path: str, timeout_s: float | None) -> VideoInfo:
             raise DecodeError(f"cannot decode the first frame ({_one_line(e)})") from e
         if round(rotation / 90) % 2:
             w, h = h, w
+        start = float(s.start_time * s.time_base) if s.start_time is not None and s.time_base is not None else 0.0
         return VideoInfo(
             container=c.format.name,
             codec=cc.name,
@@ -223,6 +229,7 @@ def _probe(path: str, timeout_s: float | None) -> VideoInfo:
             width=int(w),
             height=int(h),
             rotation=rotation,
+            start_s=start if math.isfinite(start) else 0.0,
         )
 
 
@@ -297,7 +304,7 @@ def _frames_pyav(path: str, info: VideoInfo, sampling: Sampling, timeout_s: floa
     """The sampled frames by PyAV: a local file through the fast path (:data:`FAST_SEEK`) where its packets
     allow it, else (and from where the fast path gives up) by decoding every frame."""
     last_t = float("-inf")
-    if FAST_SEEK and not is_url(path) and not sampling.every_frame and info.container in _INDEXED and info.duration_s:
+    if _fast_path_applies(path, info, sampling):
         plan = _packet_plan(path)
         if plan is not None:
             try:
@@ -591,7 +598,12 @@ def open_frames(
     path: str, sampling: Sampling, decoder: str = "auto", gpu: bool = False, timeout_s: float | None = None,
     stream: bool = False,
 ) -> tuple[VideoInfo, Iterator[Frame]]:
-    """Facts and a frame iterator for ``path``. ``decoder``: "auto" (decord, else PyAV), "decord", "pyav".
+    """Facts and a frame iterator for ``path``. ``decoder``: "auto", "decord", "pyav".
+
+    ``auto``: decord on the GPU (a CUDA build of decord with ``gpu``) and for every frame; PyAV for a sample
+    of a local file's frames on a CPU (its fast path: the same frames and pixels as decord for less CPU);
+    PyAV when decord is missing or cannot open the file. A local file's frame times count from the stream's
+    start whichever decoder reads it; a URL's and a ``stream``'s are the stream's own clock.
 
     ``path`` may be a URL: PyAV only, ``timeout_s`` for FFmpeg (see the module docstring). ``stream``: read
     it as a live stream, in order as it comes (never through PyAV's fast path, which plans from an index).
@@ -608,17 +620,39 @@ def open_frames(
                               "use --fps")
         return info, _guard(_frames_pyav(path, info, sampling, timeout_s), "pyav", url=path)
     info = probe(path)
-    if decoder in ("auto", "decord") and decoder_available("decord"):
+    # On a CPU, a sample of a file's frames costs less through PyAV's fast path than through decord (which
+    # decodes every frame up to each one taken): the same frames and pixels for about half the CPU
+    # (bench/decode.py). decord stays the decoder for every frame and on the GPU.
+    fast = decoder == "auto" and not stream and _fast_path_applies(path, info, sampling)
+    gpu_possible = gpu and _DECORD_GPU_OK is not False
+    if decoder in ("auto", "decord") and decoder_available("decord") and (not fast or gpu_possible):
         try:
             vr, name = _decord_reader(path, gpu)
         except Exception as e:
             if decoder == "decord":
                 raise DecodeError(f"decord cannot open the file ({_one_line(e)})") from e
         else:
-            info = dataclasses.replace(info, decoder=name)
-            return info, _guard(_frames_decord(vr, info, sampling), name)
-    frames = _frames_pyav_plain(path, info, sampling) if stream else _frames_pyav(path, info, sampling)
-    return info, _guard(frames, "pyav")
+            if not (fast and name == "decord"):
+                info = dataclasses.replace(info, decoder=name)
+                return info, _guard(_frames_decord(vr, info, sampling), name)
+    if stream:
+        return info, _guard(_frames_pyav_plain(path, info, sampling), "pyav")  # the stream's own clock
+    return info, _guard(_from_start(_frames_pyav(path, info, sampling), info.start_s), "pyav")
+
+
+def _fast_path_applies(path: str, info: VideoInfo, sampling: Sampling) -> bool:
+    """Whether PyAV's fast path is worth trying: a sample (not every frame) of a local, indexed file."""
+    return (FAST_SEEK and not is_url(path) and not sampling.every_frame and info.container in _INDEXED
+            and bool(info.duration_s))
+
+
+def _from_start(frames: Iterator[Frame], start_s: float) -> Iterator[Frame]:
+    """A local file's frames with their times counted from the stream's start, as decord counts them."""
+    if not start_s:
+        yield from frames
+        return
+    for f in frames:
+        yield Frame(f.index, f.time_s - start_s, f.image)
 
 
 def _guard(frames: Iterator[Frame], name: str, url: str | None = None) -> Iterator[Frame]:

@@ -101,6 +101,25 @@ def test_bad_files_give_one_line(vids, name, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_auto_samples_with_pyav_and_takes_every_frame_with_decord_on_one_clock(tmp_path):
+    # a file whose stream starts at 0.8 s (a camera's MP4 often does): every decoder counts from its start
+    clip = H.vfr_video(tmp_path / "late.mp4", [0.8 + i / 10 for i in range(25)])
+    info, frames = open_frames(str(clip), Sampling(fps=1), "auto")
+    auto = list(frames)
+    assert info.decoder == "pyav" and info.start_s == pytest.approx(0.8)  # a sample on a CPU: the fast path
+    assert [(f.index, round(f.time_s, 3)) for f in auto] == [(0, 0.0), (10, 1.0), (20, 2.0)]
+    _, frames = open_frames(str(clip), Sampling(fps=1), "decord")
+    by_decord = list(frames)
+    assert [f.index for f in by_decord] == [0, 10, 20]
+    assert max(abs(a.time_s - b.time_s) for a, b in zip(auto, by_decord, strict=True)) < 1e-5  # decord: float32
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(auto, by_decord, strict=True))
+    info, frames = open_frames(str(clip), EVERY_FRAME, "auto")
+    every = list(frames)
+    assert info.decoder == "decord" and len(every) == 25  # every frame: decord
+    _, frames = open_frames(str(clip), EVERY_FRAME, "pyav")
+    assert [round(f.time_s, 3) for f in frames] == [round(f.time_s, 3) for f in every] == [i / 10 for i in range(25)]
+
+
 def test_truncated(vids, tmp_path):
     # x264 in MP4 writes its index (moov) at the end: cut in half, the file has no index
     cut = H.truncated(vids["face"], tmp_path / "cut.mp4")
@@ -119,6 +138,7 @@ def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatc
         raise RuntimeError("DECORDError: simulated damaged packet")
 
     monkeypatch.setattr(decode, "_frames_decord", failing)
+    monkeypatch.setattr(decode, "FAST_SEEK", False)  # else auto samples with PyAV's fast path, not decord
 
     class NoFaces:
         def detect(self, image):
