@@ -39,6 +39,8 @@ def vids(tmp_path_factory):
         "face": H.face_video(d / "face.mp4", n=25, fps=10),
         "rot": H.rotated_face_video(d / "rot.mp4", n=3),
         "vfr": H.vfr_video(d / "vfr.mp4", [0.0, 0.04, 0.08, 1.3, 1.33, 2.9, 3.0]),
+        # a stream that starts at 0.8 s, as a camera's MP4 may: frame times count from its start
+        "late": H.vfr_video(d / "late.mp4", [0.8 + i / 10 for i in range(25)]),
         "one": write_video(d / "one.mp4", H.moving_face_frames(1, (120, 160)), fps=25),
         "4k": H.four_k(d / "4k.mp4"),
         "audio": H.audio_only(d / "audio.m4a"),
@@ -101,9 +103,8 @@ def test_bad_files_give_one_line(vids, name, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_auto_samples_with_pyav_and_takes_every_frame_with_decord_on_one_clock(tmp_path):
-    # a file whose stream starts at 0.8 s (a camera's MP4 often does): every decoder counts from its start
-    clip = H.vfr_video(tmp_path / "late.mp4", [0.8 + i / 10 for i in range(25)])
+def test_auto_samples_with_pyav_and_takes_every_frame_with_decord_on_one_clock(vids):
+    clip = vids["late"]
     info, frames = open_frames(str(clip), Sampling(fps=1), "auto")
     auto = list(frames)
     assert info.decoder == "pyav" and info.start_s == pytest.approx(0.8)  # a sample on a CPU: the fast path
@@ -127,7 +128,8 @@ def test_truncated(vids, tmp_path):
         probe(str(cut))
 
 
-def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatch):
+@pytest.mark.parametrize("name", ["face", "late"])
+def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatch, name):
     from acfd.scanner import decode, stages
 
     real = decode._frames_decord
@@ -145,9 +147,10 @@ def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatc
             return []
 
     cfg = stages.FramesConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="auto")
-    events = list(stages.frames_with_faces(cfg, NoFaces(), str(vids["face"])))
-    frames = [e.index for e in events if isinstance(e, stages.FrameFaces)]
-    assert frames == [0, 10, 20]  # frame 0 from decord, the rest from PyAV, none twice
+    events = list(stages.frames_with_faces(cfg, NoFaces(), str(vids[name])))
+    frames = [(e.index, round(e.time_s, 3)) for e in events if isinstance(e, stages.FrameFaces)]
+    # frame 0 from decord, the rest from PyAV (on decord's clock, also for the late start), none twice
+    assert frames == [(0, 0.0), (10, 1.0), (20, 2.0)]
     assert isinstance(events[-1], stages.Decoded) and events[-1].decoder == "decord+pyav"
     assert events[-1].n_frames == 3
     # PyAV failing too ends the video with PyAV's error (once: no second fallback, no loop)
@@ -157,7 +160,7 @@ def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatc
 
     monkeypatch.setattr(decode, "_frames_pyav", pyav_fails)
     with pytest.raises(DecodeError, match="simulated bad packets"):
-        list(stages.frames_with_faces(cfg, NoFaces(), str(vids["face"])))
+        list(stages.frames_with_faces(cfg, NoFaces(), str(vids[name])))
     # asked for decord only, the failure is the video's error
     cfg = stages.FramesConfig(sampling=Sampling(fps=1), crop_size=64, crop_margin=1.3, decoder="decord")
     with pytest.raises(DecodeError, match="simulated damaged packet"):
