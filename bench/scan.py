@@ -5,7 +5,10 @@ Modes (``--modes``, all by default):
 - ``fps1``, ``all``: the real pipeline (isolated decode+detect workers, batched engine, SQLite store) over
   a folder of videos (default ../shared/data/videos) at 1 frame/s and at every frame, and in the same run
   a naive baseline: one process, one frame at a time through decode -> detect -> model (batch of 1 crop);
-  the pipeline's crops/s as a share of the model alone (measured before and after, in this run).
+  the pipeline's crops/s as a share of the model alone (measured before and after, in this run), the
+  share of the cores it kept busy, and its ceiling: the crops/s it would reach with every core busy for
+  all the CPU seconds it used, as a share of the model alone (what the frames stage costs in CPU bounds
+  the pipeline below the model alone on a machine the model alone keeps busy, however well it overlaps).
 - ``startup``: ``acfd-scan`` itself (a subprocess, the real CLI) on one 10 s clip, warm file cache and
   cold (the page cache dropped, where this user may), with its time line from ``$ACFD_TIMELINE``
   (acfd.scanner.timeline): CLI imported, workers spawned, model loaded, workers ready, first frame, first
@@ -326,7 +329,7 @@ def main(data: Path, model: Path | None, modes: str, all_data: Path | None, star
     if rows:
         print(f"{'mode':5} {'method':8} {'videos':>6} {'video-s':>8} {'frames':>6} {'faces':>5} {'wall s':>7} "
               f"{'CPU s':>6} {'vid-s/s':>7} {'crops/s':>7} {'decode':>7} {'detect':>7} {'infer':>7} {'store':>6} "
-              f"{'engine busy':>11} {'of model':>8}")
+              f"{'engine busy':>11} {'of model':>8} {'cores busy':>10} {'ceiling':>7}")
         for r in rows:
             r["video_s_per_s"] = r["video_s"] / r["wall_s"]
             r["crops_per_s"] = r["faces"] / r["wall_s"]
@@ -334,10 +337,17 @@ def main(data: Path, model: Path | None, modes: str, all_data: Path | None, star
             # how close to it the scan ran (the model's own speed varies with the machine's load)
             r["engine_busy"] = r["infer_s"] / r["wall_s"]
             r["of_model_bound"] = r["crops_per_s"] / bound_ref
+            # On a machine whose cores the model alone keeps busy, the pipeline cannot beat the crops/s it
+            # would reach with every core busy for its whole CPU time: its CPU seconds (the frames stage's,
+            # the model's, the start-up's) set that ceiling, however well the stages overlap.
+            cores = os.cpu_count() or 1
+            r["cores_busy"] = r["cpu_s"] / (r["wall_s"] * cores)
+            r["ceiling_of_model_bound"] = (r["faces"] * cores / r["cpu_s"]) / bound_ref if r["cpu_s"] else 0.0
             print(f"{r['mode']:5} {r['method']:8} {r.get('videos', '-'):>6} {r['video_s']:8.1f} {r['frames']:6d} "
                   f"{r['faces']:5d} {r['wall_s']:7.1f} {r['cpu_s']:6.1f} {r['video_s_per_s']:7.2f} {r['crops_per_s']:7.2f} "
                   f"{r['decode_s']:7.1f} {r['detect_s']:7.1f} {r['infer_s']:7.1f} {r.get('store_s', 0.0):6.2f} "
-                  f"{100 * r['engine_busy']:10.0f}% {100 * r['of_model_bound']:7.0f}%")
+                  f"{100 * r['engine_busy']:10.0f}% {100 * r['of_model_bound']:7.0f}% {100 * r['cores_busy']:9.0f}% "
+                  f"{100 * r['ceiling_of_model_bound']:6.0f}%")
         for mode in sampling:
             pr = [r for r in rows if r["mode"] == mode]
             if len(pr) == 2:
@@ -346,7 +356,8 @@ def main(data: Path, model: Path | None, modes: str, all_data: Path | None, star
         for r in rows:
             if r["mode"] == "fps1" and r["method"] == "pipeline":
                 targets.append(("pipeline at 1 frame/s, crops/s of the model alone", ">= 90%",
-                                f"{100 * r['of_model_bound']:.0f}%", "met" if r["of_model_bound"] >= 0.9 else "not met"))
+                                f"{100 * r['of_model_bound']:.0f}% (ceiling {100 * r['ceiling_of_model_bound']:.0f}%)",
+                                "met" if r["of_model_bound"] >= 0.9 else "not met"))
     if startup:
         print(f"acfd-scan {startup_clip.name} --model {model.name}: time line (s from the command's start)")
         startup_table(startup, bound_ref)

@@ -625,7 +625,7 @@ def open_frames(
     # (bench/decode.py). decord stays the decoder for every frame and on the GPU.
     fast = decoder == "auto" and not stream and _fast_path_applies(path, info, sampling)
     gpu_possible = gpu and _DECORD_GPU_OK is not False
-    if decoder in ("auto", "decord") and decoder_available("decord") and (not fast or gpu_possible):
+    if decoder in ("auto", "decord") and (not fast or gpu_possible) and decoder_available("decord"):
         try:
             vr, name = _decord_reader(path, gpu)
         except Exception as e:

@@ -67,6 +67,32 @@ def test_a_decode_worker_imports_neither_the_cli_nor_the_store_nor_the_model_run
         p.kill()
 
 
+def _report_decord(cfg, tasks, conn) -> None:  # noqa: ANN001 - a worker target (runs in the child)
+    from acfd.scanner import worker
+
+    worker._warm_up(cfg)
+    conn.send("decord" in sys.modules)
+
+
+@pytest.mark.parametrize(("every", "decoder", "loads"), [(False, "auto", False), (True, "auto", True),
+                                                        (False, "decord", True), (True, "pyav", False)])
+def test_a_worker_loads_decord_at_its_start_only_when_its_videos_will_need_it(every, decoder, loads):
+    # --decoder auto samples with PyAV on a CPU: decord's import (0.4 s of CPU) is not paid at every start
+    from acfd.scanner.decode import EVERY_FRAME, Sampling
+    from acfd.scanner.frames import FramesConfig
+    from acfd.scanner.worker import WorkerConfig, _Spawned
+
+    sampling = EVERY_FRAME if every else Sampling()
+    p = _Spawned(_report_decord, WorkerConfig(FramesConfig(sampling, 64, 1.3, decoder=decoder)))
+    try:
+        assert p.conn.poll(60), "the worker did not answer"
+        assert p.conn.recv() is loads
+        p.join(10)
+        assert p.exitcode == 0
+    finally:
+        p.kill()
+
+
 def test_configure_gives_the_workers_the_settings_of_the_next_videos(monkeypatch):
     from acfd.scanner import worker
     from acfd.scanner.decode import Sampling
