@@ -555,9 +555,24 @@ def _decord_reader(path: str, gpu: bool):  # noqa: ANN202 - decord.VideoReader
     return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=DECORD_THREADS), "decord"
 
 
-def _frames_decord(vr, info: VideoInfo, sampling: Sampling, chunk: int = 8) -> Iterator[Frame]:  # noqa: ANN001
+# A frame time beyond this (s) is not a time: decord's reading of a packet without one (FFmpeg's
+# AV_NOPTS_VALUE times the time base: -3.7e17 s for an AVI with B-frames).
+_DECORD_TIME_LIMIT_S = 1e7
+
+
+def _decord_times(vr) -> np.ndarray:  # noqa: ANN001 - decord.VideoReader
+    """Every frame's presentation time as decord reads it (s)."""
     n = len(vr)
-    times = vr.get_frame_timestamp(np.arange(n))[:, 0] if n else np.zeros(0)
+    return vr.get_frame_timestamp(np.arange(n))[:, 0] if n else np.zeros(0)
+
+
+def _decord_times_usable(vr) -> bool:  # noqa: ANN001
+    times = _decord_times(vr)
+    return bool(np.all(np.isfinite(times)) and np.all(np.abs(times) < _DECORD_TIME_LIMIT_S))
+
+
+def _frames_decord(vr, info: VideoInfo, sampling: Sampling, chunk: int = 8) -> Iterator[Frame]:  # noqa: ANN001
+    times = _decord_times(vr)
     idx = select_indices(times, sampling)
     i, size = 0, 1
     while i < len(idx):
@@ -633,8 +648,13 @@ def open_frames(
                 raise DecodeError(f"decord cannot open the file ({_one_line(e)})") from e
         else:
             if not (fast and name == "decord"):
-                info = dataclasses.replace(info, decoder=name)
-                return info, _guard(_frames_decord(vr, info, sampling), name)
+                if _decord_times_usable(vr):
+                    info = dataclasses.replace(info, decoder=name)
+                    return info, _guard(_frames_decord(vr, info, sampling), name)
+                if decoder == "decord":
+                    raise DecodeError("decord reads no frame times from this file (packets without "
+                                      "timestamps, as in an AVI with B-frames): use --decoder auto or pyav")
+                # auto: PyAV reads them (it numbers frames without a time by the frame rate)
     if stream:
         return info, _guard(_frames_pyav_plain(path, info, sampling), "pyav")  # the stream's own clock
     return info, _guard(_from_start(_frames_pyav(path, info, sampling), info.start_s), "pyav")

@@ -121,6 +121,22 @@ def vfr_video(path: Path, times: list[float], size: tuple[int, int] = (240, 320)
     return path
 
 
+def avi_with_b_frames(path: Path, n: int = 30, fps: int = 10) -> Path:
+    """MPEG-4 part 2 with B-frames in AVI (old DivX/Xvid archives): many packets carry no time."""
+    frames = moving_face_frames(n, (240, 320))
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mpeg4", rate=fps)
+        s.height, s.width = 240, 320
+        s.pix_fmt = "yuv420p"
+        s.options = {"bf": "2", "g": "12"}
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
 def audio_only(path: Path, seconds: float = 0.5) -> Path:
     with av.open(str(path), "w") as out:
         s = out.add_stream("aac", rate=44100)

@@ -121,6 +121,21 @@ def test_auto_samples_with_pyav_and_takes_every_frame_with_decord_on_one_clock(v
     assert [round(f.time_s, 3) for f in frames] == [round(f.time_s, 3) for f in every] == [i / 10 for i in range(25)]
 
 
+def test_an_avi_whose_frames_decord_cannot_time_is_decoded_by_pyav(tmp_path):
+    # decord read this file's frame times as -3.7e17 s (FFmpeg's "no time" times the time base): every
+    # frame stored with that time, and a sample failed allocating 7.7 EiB before PyAV took over
+    clip = H.avi_with_b_frames(tmp_path / "divx.avi", n=30, fps=10)
+    info, frames = open_frames(str(clip), EVERY_FRAME, "auto")
+    got = [(f.index, f.time_s) for f in frames]
+    assert info.decoder == "pyav" and [i for i, _ in got] == list(range(30))
+    times = [t for _, t in got]
+    assert times == sorted(times) and 0.0 <= times[0] <= 0.1 and times[-1] == pytest.approx(times[0] + 2.9)
+    info, frames = open_frames(str(clip), Sampling(fps=1), "auto")
+    assert info.decoder == "pyav" and [f.index for f in frames] == [0, 10, 20]
+    with pytest.raises(DecodeError, match="^decord reads no frame times from this file .*: use --decoder auto or pyav$"):
+        open_frames(str(clip), EVERY_FRAME, "decord")
+
+
 def test_truncated(vids, tmp_path):
     # x264 in MP4 writes its index (moov) at the end: cut in half, the file has no index
     cut = H.truncated(vids["face"], tmp_path / "cut.mp4")
