@@ -566,13 +566,13 @@ def _decord_times(vr) -> np.ndarray:  # noqa: ANN001 - decord.VideoReader
     return vr.get_frame_timestamp(np.arange(n))[:, 0] if n else np.zeros(0)
 
 
-def _decord_times_usable(vr) -> bool:  # noqa: ANN001
-    times = _decord_times(vr)
+def _times_usable(times: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(times)) and np.all(np.abs(times) < _DECORD_TIME_LIMIT_S))
 
 
-def _frames_decord(vr, info: VideoInfo, sampling: Sampling, chunk: int = 8) -> Iterator[Frame]:  # noqa: ANN001
-    times = _decord_times(vr)
+def _frames_decord(vr, info: VideoInfo, sampling: Sampling, chunk: int = 8,  # noqa: ANN001
+                   times: np.ndarray | None = None) -> Iterator[Frame]:
+    times = _decord_times(vr) if times is None else times
     idx = select_indices(times, sampling)
     i, size = 0, 1
     while i < len(idx):
@@ -648,9 +648,10 @@ def open_frames(
                 raise DecodeError(f"decord cannot open the file ({_one_line(e)})") from e
         else:
             if not (fast and name == "decord"):
-                if _decord_times_usable(vr):
+                times = _decord_times(vr)
+                if _times_usable(times):
                     info = dataclasses.replace(info, decoder=name)
-                    return info, _guard(_frames_decord(vr, info, sampling), name)
+                    return info, _guard(_frames_decord(vr, info, sampling, times=times), name)
                 if decoder == "decord":
                     raise DecodeError("decord reads no frame times from this file (packets without "
                                       "timestamps, as in an AVI with B-frames): use --decoder auto or pyav")

@@ -149,8 +149,8 @@ def test_worker_falls_back_to_pyav_when_decord_fails_mid_stream(vids, monkeypatc
 
     real = decode._frames_decord
 
-    def failing(vr, info, sampling, chunk=8):
-        it = real(vr, info, sampling, chunk)
+    def failing(vr, info, sampling, chunk=8, times=None):
+        it = real(vr, info, sampling, chunk, times)
         yield next(it)
         raise RuntimeError("DECORDError: simulated damaged packet")
 
