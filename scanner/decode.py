@@ -233,6 +233,18 @@ def _probe(path: str, timeout_s: float | None) -> VideoInfo:
         )
 
 
+# How far a frame time may sit before a target and still count as at it: two float32 steps, relative.
+# decord gives float32 times (1.4 s reads 1.39999998, so at 5 frame/s of a 25 frame/s video it took
+# the frame after each such target, and --frames broke ties the other way than PyAV); PyAV's float64
+# times get the same slack, so both decoders take the same frames. Frames are much further apart
+# (8.3 ms at 120 frame/s; the slack reaches 2.6 ms only after 3 hours).
+_REL_SLACK = 2.4e-7
+
+
+def _slack(t: np.ndarray | float) -> np.ndarray:
+    return np.maximum(1e-9, _REL_SLACK * np.abs(t))
+
+
 def select_indices(times: np.ndarray, sampling: Sampling) -> list[int]:
     """Indices of the frames to take, given every frame's presentation time (sorted or not)."""
     n = len(times)
@@ -245,15 +257,16 @@ def select_indices(times: np.ndarray, sampling: Sampling) -> list[int]:
     t0, t_end = float(ts[0]), float(ts[-1])
     if sampling.fps is not None:
         step = 1.0 / sampling.fps
-        targets = t0 + step * np.arange(int(math.floor((t_end - t0) / step + 1e-9)) + 1)
-        pos = np.searchsorted(ts, targets - 1e-9, side="left")  # first frame at or after each target
+        targets = t0 + step * np.arange(int(math.floor((t_end - t0 + float(_slack(t_end))) / step)) + 1)
+        pos = np.searchsorted(ts, targets - _slack(targets), side="left")  # first frame at or after each target
     else:
         assert sampling.frames is not None
         span = t_end - t0 + (float(np.median(np.diff(ts))) if n > 1 else 0.0)
         targets = t0 + (np.arange(sampling.frames) + 0.5) * span / sampling.frames
         pos = np.clip(np.searchsorted(ts, targets), 0, n - 1)
         prev = np.clip(pos - 1, 0, n - 1)  # nearest of the two neighbours
-        pos = np.where(np.abs(ts[prev] - targets) <= np.abs(ts[pos] - targets), prev, pos)
+        # a tie (within the slack) goes to the earlier frame
+        pos = np.where(np.abs(ts[prev] - targets) <= np.abs(ts[pos] - targets) + _slack(targets), prev, pos)
     pos = pos[pos < n]
     return sorted({int(order[p]) for p in pos})
 
@@ -273,9 +286,10 @@ class _StreamSelector:
             step = 1.0 / s.fps
             if self.next_t is None:
                 self.next_t = t
-            if t + 1e-9 >= self.next_t:
+            slack = float(_slack(t))
+            if t + slack >= self.next_t:
                 # next grid point strictly after t, on the grid anchored at the first frame
-                while self.next_t <= t + 1e-9:
+                while self.next_t <= t + slack:
                     self.next_t += step
                 return True
             return False

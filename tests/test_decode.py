@@ -27,6 +27,19 @@ def test_select_indices():
         Sampling(fps=None, frames=0)
 
 
+def test_select_indices_takes_the_same_frames_from_float32_and_float64_times():
+    # decord's times are float32 (1.4 s reads 1.39999998): it used to take the frame after such a target
+    # at 5 frame/s, and break --frames ties the other way than PyAV's float64 times
+    t64 = np.arange(303) / 25.0
+    t32 = t64.astype(np.float32)
+    assert float(t32[35]) < 1.4  # the case: frame 35 is at 1.4 s exactly, float32 says a little before
+    for sampling in (Sampling(fps=5), Sampling(fps=12.5), Sampling(fps=None, frames=7)):
+        assert select_indices(t32, sampling) == select_indices(t64, sampling)
+    assert select_indices(t32, Sampling(fps=5))[:9] == [0, 5, 10, 15, 20, 25, 30, 35, 40]
+    # 7 targets over 12.12 s: the 4th (6.06 s) lies half-way between frames 151 and 152: the earlier one
+    assert select_indices(t32, Sampling(fps=None, frames=7)) == [22, 65, 108, 151, 195, 238, 281]
+
+
 def _write(path, data: bytes):
     path.write_bytes(data)
     return path
