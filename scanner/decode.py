@@ -237,12 +237,14 @@ def _probe(path: str, timeout_s: float | None) -> VideoInfo:
 # decord gives float32 times (1.4 s reads 1.39999998, so at 5 frame/s of a 25 frame/s video it took
 # the frame after each such target, and --frames broke ties the other way than PyAV); PyAV's float64
 # times get the same slack, so both decoders take the same frames. Frames are much further apart
-# (8.3 ms at 120 frame/s; the slack reaches 2.6 ms only after 3 hours).
+# (8.3 ms at 120 frame/s); the slack stops growing at 2 ms (2.3 hours into a file), since a live
+# stream's clock may read a day (MPEG-TS: up to 26.5 h), where two float32 steps would be 21 ms.
 _REL_SLACK = 2.4e-7
+_MAX_SLACK_S = 2e-3
 
 
 def _slack(t: np.ndarray | float) -> np.ndarray:
-    return np.maximum(1e-9, _REL_SLACK * np.abs(t))
+    return np.clip(_REL_SLACK * np.abs(t), 1e-9, _MAX_SLACK_S)
 
 
 def select_indices(times: np.ndarray, sampling: Sampling) -> list[int]:

@@ -38,6 +38,14 @@ def test_select_indices_takes_the_same_frames_from_float32_and_float64_times():
     assert select_indices(t32, Sampling(fps=5))[:9] == [0, 5, 10, 15, 20, 25, 30, 35, 40]
     # 7 targets over 12.12 s: the 4th (6.06 s) lies half-way between frames 151 and 152: the earlier one
     assert select_indices(t32, Sampling(fps=None, frames=7)) == [22, 65, 108, 151, 195, 238, 281]
+    # a live stream's clock a day in: the slack stays at 2 ms (two float32 steps there would be 21 ms),
+    # so a frame 10 ms before a target is not taken for it
+    from acfd.scanner.decode import _StreamSelector
+
+    day = 86400.0 + np.array([0.0, 0.99, 1.007, 2.0])
+    assert select_indices(day, Sampling(fps=1)) == [0, 2, 3]
+    selector = _StreamSelector(Sampling(fps=1))
+    assert [selector.take(float(t)) for t in day] == [True, False, True, True]
 
 
 def _write(path, data: bytes):
