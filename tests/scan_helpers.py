@@ -89,11 +89,20 @@ def rotated_face_video(path: Path, n: int = 4, fps: int = 5) -> Path:
     """A phone-style file: pixels stored on their side (rotated 90 clockwise), display matrix says +90
     (counter-clockwise) to show them upright."""
     frames = [np.ascontiguousarray(np.rot90(f, k=-1)) for f in moving_face_frames(n, (240, 320))]
+    return _encode(path, frames, "libx264", fps, rotation=90)
+
+
+def _encode(path: Path, frames: list[np.ndarray], codec: str, fps: int, options: dict[str, str] | None = None,
+            rotation: int | None = None) -> Path:
+    """RGB frames to ``path`` with ``codec`` (yuv420p) at ``fps``, its ``options``, a display ``rotation``."""
     with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=fps)
+        s = out.add_stream(codec, rate=fps)
         s.height, s.width = frames[0].shape[:2]
         s.pix_fmt = "yuv420p"
-        s.set_display_rotation(90)
+        if options:
+            s.options = options
+        if rotation is not None:
+            s.set_display_rotation(rotation)
         for f in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 out.mux(p)
@@ -123,18 +132,7 @@ def vfr_video(path: Path, times: list[float], size: tuple[int, int] = (240, 320)
 
 def avi_with_b_frames(path: Path, n: int = 30, fps: int = 10) -> Path:
     """MPEG-4 part 2 with B-frames in AVI (old DivX/Xvid archives): many packets carry no time."""
-    frames = moving_face_frames(n, (240, 320))
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("mpeg4", rate=fps)
-        s.height, s.width = 240, 320
-        s.pix_fmt = "yuv420p"
-        s.options = {"bf": "2", "g": "12"}
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
+    return _encode(path, moving_face_frames(n, (240, 320)), "mpeg4", fps, {"bf": "2", "g": "12"})
 
 
 def audio_only(path: Path, seconds: float = 0.5) -> Path:
