@@ -338,6 +338,7 @@ def main(data: Path, model: Path | None, modes: str, all_data: Path | None, star
           f"on {os.cpu_count()} cores ({platform.processor() or platform.machine()})")
     bound_ref = max(bound, bound_after)  # the model's own speed: the less disturbed of the two
     targets: list[tuple[str, str, str, str]] = []
+    cores = os.cpu_count() or 1
     if rows:
         print(f"{'mode':5} {'method':8} {'videos':>6} {'video-s':>8} {'frames':>6} {'faces':>5} {'wall s':>7} "
               f"{'CPU s':>6} {'vid-s/s':>7} {'crops/s':>7} {'decode':>7} {'detect':>7} {'infer':>7} {'store':>6} "
@@ -352,7 +353,6 @@ def main(data: Path, model: Path | None, modes: str, all_data: Path | None, star
             # On a machine whose cores the model alone keeps busy, the pipeline cannot beat the crops/s it
             # would reach with every core busy for its whole CPU time: its CPU seconds (the frames stage's,
             # the model's, the start-up's) set that ceiling, however well the stages overlap.
-            cores = os.cpu_count() or 1
             r["cores_busy"] = r["cpu_s"] / (r["wall_s"] * cores)
             r["ceiling_of_model_bound"] = (r["faces"] * cores / r["cpu_s"]) / bound_ref if r["cpu_s"] else 0.0
             print(f"{r['mode']:5} {r['method']:8} {r.get('videos', '-'):>6} {r['video_s']:8.1f} {r['frames']:6d} "

@@ -28,7 +28,7 @@ import bisect
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -243,7 +243,9 @@ _REL_SLACK = 2.4e-7
 _MAX_SLACK_S = 2e-3
 
 
-def _slack(t: np.ndarray | float) -> np.ndarray:
+def _slack(t: np.ndarray | float) -> np.ndarray | float:
+    if isinstance(t, float):  # a stream's frames one by one: numpy's call would cost 10x the rest of take()
+        return min(max(_REL_SLACK * abs(t), 1e-9), _MAX_SLACK_S)
     return np.clip(_REL_SLACK * np.abs(t), 1e-9, _MAX_SLACK_S)
 
 
@@ -259,7 +261,7 @@ def select_indices(times: np.ndarray, sampling: Sampling) -> list[int]:
     t0, t_end = float(ts[0]), float(ts[-1])
     if sampling.fps is not None:
         step = 1.0 / sampling.fps
-        targets = t0 + step * np.arange(int(math.floor((t_end - t0 + float(_slack(t_end))) / step)) + 1)
+        targets = t0 + step * np.arange(int(math.floor((t_end - t0 + _slack(t_end)) / step)) + 1)
         pos = np.searchsorted(ts, targets - _slack(targets), side="left")  # first frame at or after each target
     else:
         assert sampling.frames is not None
@@ -288,7 +290,7 @@ class _StreamSelector:
             step = 1.0 / s.fps
             if self.next_t is None:
                 self.next_t = t
-            slack = float(_slack(t))
+            slack = _slack(t)
             if t + slack >= self.next_t:
                 # next grid point strictly after t, on the grid anchored at the first frame
                 while self.next_t <= t + slack:
@@ -640,8 +642,6 @@ def open_frames(
     it as a live stream, in order as it comes (never through PyAV's fast path, which plans from an index).
     Raises :class:`DecodeError` with a one-line reason for files that are not decodable videos.
     """
-    import dataclasses
-
     if is_url(path):
         if decoder == "decord":
             raise DecodeError("decord reads local files only: a URL is decoded with PyAV (--decoder auto or pyav)")
@@ -651,30 +651,46 @@ def open_frames(
                               "use --fps")
         return info, _guard(_frames_pyav(path, info, sampling, timeout_s), "pyav", url=path)
     info = probe(path)
-    # On a CPU, a sample of a file's frames costs less through PyAV's fast path than through decord (which
-    # decodes every frame up to each one taken): the same frames and pixels for about half the CPU
-    # (bench/decode.py). decord stays the decoder for every frame and on the GPU.
-    fast = decoder == "auto" and not stream and _fast_path_applies(path, info, sampling)
-    gpu_possible = gpu and _DECORD_GPU_OK is not False
-    if decoder in ("auto", "decord") and (not fast or gpu_possible) and decoder_available("decord"):
-        try:
-            vr, name = _decord_reader(path, gpu)
-        except Exception as e:
-            if decoder == "decord":
-                raise DecodeError(f"decord cannot open the file ({_one_line(e)})") from e
-        else:
-            if not (fast and name == "decord"):
-                times = _decord_times(vr)
-                if _times_usable(times):
-                    info = dataclasses.replace(info, decoder=name)
-                    return info, _guard(_frames_decord(vr, info, sampling, times=times), name)
-                if decoder == "decord":
-                    raise DecodeError("decord reads no frame times from this file (packets without "
-                                      "timestamps, as in an AVI with B-frames): use --decoder auto or pyav")
-                # auto: PyAV reads them (it numbers frames without a time by the frame rate)
+    gpu_possible = gpu and _DECORD_GPU_OK is not False  # False once this process found no CUDA decord
+    fast = decoder == "auto" and not stream and not decord_first(decoder, sampling, gpu_possible) \
+        and _fast_path_applies(path, info, sampling)
+    if decoder != "pyav" and not fast and decoder_available("decord"):
+        opened = _open_decord(path, info, sampling, decoder, gpu)
+        if opened is not None:
+            return opened
     if stream:
         return info, _guard(_frames_pyav_plain(path, info, sampling), "pyav")  # the stream's own clock
     return info, _guard(_from_start(_frames_pyav(path, info, sampling), info.start_s), "pyav")
+
+
+def decord_first(decoder: str, sampling: Sampling, gpu: bool) -> bool:
+    """Whether decord decodes a local file before PyAV is tried: always with ``--decoder decord``; with
+    ``auto`` for every frame and for GPU decoding. Otherwise ``auto`` samples a file on a CPU through PyAV's
+    fast path where it applies: the same frames and pixels for about half decord's CPU, since decord decodes
+    every frame up to each one taken (bench/decode.py). A decode worker loads decord at its start only when
+    this says so."""
+    return decoder == "decord" or (decoder == "auto" and (sampling.every_frame or gpu))
+
+
+def _open_decord(
+    path: str, info: VideoInfo, sampling: Sampling, decoder: str, gpu: bool
+) -> tuple[VideoInfo, Iterator[Frame]] | None:
+    """decord's facts and frames for a local file; None where ``auto`` goes on with PyAV (decord cannot
+    open the file, or reads no frame times from it), a DecodeError for ``--decoder decord``."""
+    try:
+        vr, name = _decord_reader(path, gpu)
+    except Exception as e:
+        if decoder == "decord":
+            raise DecodeError(f"decord cannot open the file ({_one_line(e)})") from e
+        return None
+    times = _decord_times(vr)
+    if not _times_usable(times):
+        if decoder == "decord":
+            raise DecodeError("decord reads no frame times from this file (packets without timestamps, as in "
+                              "an AVI with B-frames): use --decoder auto or pyav")
+        return None  # PyAV reads them (it numbers frames without a time by the frame rate)
+    info = replace(info, decoder=name)
+    return info, _guard(_frames_decord(vr, info, sampling, times=times), name)
 
 
 def _fast_path_applies(path: str, info: VideoInfo, sampling: Sampling) -> bool:

@@ -131,14 +131,13 @@ def _warm_up(cfg: WorkerConfig) -> None:
     try:
         import av  # noqa: F401 - PyAV reads every video's facts
 
-        from .decode import decoder_available
+        from .decode import decoder_available, decord_first
         from .identity import embedder
 
         f = cfg.frames
-        # decord decodes what --decoder auto gives it (every frame, GPU decoding) or all with --decoder
-        # decord; a sample on a CPU goes through PyAV, and the few files decord still gets then (a
-        # container without an index) import it when they come (0.4 s of CPU not spent at every start)
-        if f.decoder == "decord" or (f.decoder == "auto" and (f.sampling.every_frame or f.gpu_decode)):
+        # otherwise the few files decord still gets (a container without an index) import it when they
+        # come: 0.4 s of CPU not spent at every start
+        if decord_first(f.decoder, f.sampling, f.gpu_decode):
             decoder_available("decord")  # imports it
         embedder()
     except Exception:
